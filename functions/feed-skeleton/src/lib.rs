@@ -1,0 +1,17 @@
+//! `feed-skeleton`: serving bluesky feed skeletons and feed publishing. Not built yet (issue #6); every route
+//! answers 501 with a JSON error naming the capability, so nothing pretends
+//! to work.
+
+use shared::{Error, response};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+
+/// What this component will do, named in its 501 answer.
+const CAPABILITY: &str = "Serving Bluesky feed skeletons and feed publishing";
+
+#[http_component]
+fn handle(_request: Request) -> Response {
+    response::error(&Error::NotImplemented(format!(
+        "{CAPABILITY} is not built yet (issue #6)"
+    )))
+}

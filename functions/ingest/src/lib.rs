@@ -1,0 +1,36 @@
+//! `ingest`: ingesting archived webhooks and polling platform accounts. Not built yet (issue #4). Both
+//! triggers answer honestly: `POST /jobs/ingest` gives 501 with a JSON error
+//! naming the capability, and a cron tick fails with the same message. Each
+//! run still writes the `worker_heartbeats` row (outcome `not_implemented`).
+
+use serde_json::Value;
+use shared::db::Database;
+use shared::jobs::{self, Trigger};
+use shared::Error;
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+
+/// The worker id of this job in `worker_heartbeats`.
+const WORKER: &str = "ingest";
+
+/// What this component will do, named in its errors.
+const CAPABILITY: &str = "Ingesting archived webhooks and polling platform accounts";
+
+#[http_component]
+fn handle(request: Request) -> Response {
+    jobs::handle_http(&request, WORKER, work)
+}
+
+fn work(_db: &Database) -> Result<Value, Error> {
+    Err(Error::NotImplemented(format!(
+        "{CAPABILITY} is not built yet (issue #4)"
+    )))
+}
+
+fn on_cron(timestamp: u64) -> Result<(), String> {
+    jobs::run(WORKER, Trigger::Cron(timestamp), work)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+shared::cron_component!(on_cron);

@@ -1,0 +1,20 @@
+//! Everything two Outpost components share: the database calls (every one a
+//! named SQL function returning one `jsonb` value), the error type and its
+//! HTTP mapping, component configuration, and the plumbing of job components
+//! (bearer check, heartbeats, the cron export).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod jobs;
+pub mod response;
+pub mod sql;
+
+pub use error::Error;
+
+/// Re-exported so that [`cron_component!`] expands in component crates
+/// without each one naming `wit-bindgen` itself.
+#[doc(hidden)]
+pub use wit_bindgen;
