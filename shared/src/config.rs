@@ -8,7 +8,9 @@ pub fn required(name: &str) -> Result<String> {
     match spin_sdk::variables::get(name) {
         Ok(value) if !value.is_empty() => Ok(value),
         Ok(_) => Err(Error::Config(format!("variable `{name}` is empty"))),
-        Err(e) => Err(Error::Config(format!("variable `{name}` is not available: {e}"))),
+        Err(e) => Err(Error::Config(format!(
+            "variable `{name}` is not available: {e}"
+        ))),
     }
 }
 

@@ -23,14 +23,22 @@ impl Database {
     }
 
     /// Runs `call` and decodes its one `jsonb` value into `T`.
-    pub fn call<T: DeserializeOwned>(&self, call: &SqlCall, params: &[ParameterValue]) -> Result<T> {
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        call: &SqlCall,
+        params: &[ParameterValue],
+    ) -> Result<T> {
         let value = self.call_json(call, params)?;
         serde_json::from_value(value)
             .map_err(|e| Error::Database(format!("{}: unexpected answer shape: {e}", call.name)))
     }
 
     /// Runs `call` and returns its one `jsonb` value.
-    pub fn call_json(&self, call: &SqlCall, params: &[ParameterValue]) -> Result<serde_json::Value> {
+    pub fn call_json(
+        &self,
+        call: &SqlCall,
+        params: &[ParameterValue],
+    ) -> Result<serde_json::Value> {
         let rows = self
             .connection
             .query(call.sql, params)
@@ -64,9 +72,10 @@ fn single_jsonb(call: &SqlCall, rows: &pg4::RowSet) -> Result<serde_json::Value>
 fn classify(call: &SqlCall, error: &PgError) -> Error {
     match error {
         PgError::ConnectionFailed(message) => Error::DatabaseUnavailable(redact(message)),
-        PgError::QueryFailed(QueryError::DbError(db)) => {
-            Error::Database(format!("{}: {} (SQLSTATE {})", call.name, db.message, db.code))
-        }
+        PgError::QueryFailed(QueryError::DbError(db)) => Error::Database(format!(
+            "{}: {} (SQLSTATE {})",
+            call.name, db.message, db.code
+        )),
         other => {
             let text = describe(other);
             if looks_like_lost_connection(&text) {
@@ -93,9 +102,16 @@ fn describe(error: &PgError) -> String {
 /// error, not a connection error; it still means "unavailable".
 fn looks_like_lost_connection(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
-    ["connection closed", "connection refused", "broken pipe", "connection reset", "error connecting", "terminating connection"]
-        .iter()
-        .any(|needle| text.contains(needle))
+    [
+        "connection closed",
+        "connection refused",
+        "broken pipe",
+        "connection reset",
+        "error connecting",
+        "terminating connection",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 fn unavailable(message: String, url: &str) -> Error {
@@ -114,7 +130,11 @@ pub fn redact(message: &str) -> String {
                 "password=<redacted>".to_string()
             } else if let Some(scheme_end) = word.find("://") {
                 match word[scheme_end + 3..].find('@') {
-                    Some(at) => format!("{}://<redacted>@{}", &word[..scheme_end], &word[scheme_end + 3 + at + 1..]),
+                    Some(at) => format!(
+                        "{}://<redacted>@{}",
+                        &word[..scheme_end],
+                        &word[scheme_end + 3 + at + 1..]
+                    ),
                     None => word.to_string(),
                 }
             } else {
@@ -139,7 +159,11 @@ mod tests {
 
     #[test]
     fn lost_connection_texts_count_as_unavailable() {
-        assert!(looks_like_lost_connection("Error { kind: Closed, cause: None } connection closed"));
-        assert!(!looks_like_lost_connection("column \"nope\" does not exist"));
+        assert!(looks_like_lost_connection(
+            "Error { kind: Closed, cause: None } connection closed"
+        ));
+        assert!(!looks_like_lost_connection(
+            "column \"nope\" does not exist"
+        ));
     }
 }

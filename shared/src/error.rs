@@ -79,13 +79,21 @@ mod tests {
     #[test]
     fn statuses_and_codes_are_mapped_in_one_place() {
         let cases = [
-            (Error::DatabaseUnavailable("x".into()), 503, "database_unavailable"),
+            (
+                Error::DatabaseUnavailable("x".into()),
+                503,
+                "database_unavailable",
+            ),
             (Error::Database("x".into()), 500, "database_error"),
             (Error::Config("x".into()), 500, "configuration_error"),
             (Error::Unauthorized("x".into()), 401, "unauthorized"),
             (Error::BadRequest("x".into()), 400, "bad_request"),
             (Error::NotFound("x".into()), 404, "not_found"),
-            (Error::MethodNotAllowed("PUT".into()), 405, "method_not_allowed"),
+            (
+                Error::MethodNotAllowed("PUT".into()),
+                405,
+                "method_not_allowed",
+            ),
             (Error::NotImplemented("x".into()), 501, "not_implemented"),
         ];
         for (error, status, code) in cases {

@@ -68,7 +68,10 @@ where
     }
     let heartbeat: Result<Value> = db.call(
         &sql::RECORD_WORKER_HEARTBEAT,
-        &[worker_id.to_string().into(), spin_sdk::pg4::ParameterValue::Jsonb(detail.to_string().into_bytes())],
+        &[
+            worker_id.to_string().into(),
+            spin_sdk::pg4::ParameterValue::Jsonb(detail.to_string().into_bytes()),
+        ],
     );
     // The work's own error matters more than a failed heartbeat after it.
     let report = outcome?;
@@ -88,7 +91,10 @@ where
         }
         authorize(request, &config::required("job_secret")?)?;
         let report = run(worker_id, Trigger::Http, work)?;
-        Ok(response::json(200, &json!({ "job": worker_id, "report": report })))
+        Ok(response::json(
+            200,
+            &json!({ "job": worker_id, "report": report }),
+        ))
     })())
 }
 

@@ -4,9 +4,9 @@
 //! run still writes the `worker_heartbeats` row (outcome `not_implemented`).
 
 use serde_json::Value;
+use shared::Error;
 use shared::db::Database;
 use shared::jobs::{self, Trigger};
-use shared::Error;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
