@@ -195,6 +195,8 @@ as $$
                        order by p.created_at desc, p.uri desc) from page p), '[]'::jsonb),
     'count', (select count(*) from page))
 $$;
+revoke all on function public.feed_skeleton_page(uuid, integer, timestamptz, text) from public, anon, authenticated;
+grant execute on function public.feed_skeleton_page(uuid, integer, timestamptz, text) to service_role;
 
 -- worker_heartbeats ------------------------------------------------------------
 

@@ -48,7 +48,7 @@ begin
 end
 $$;
 
-select plan(63);
+select plan(74);
 
 -- ------------------------------------------------- handle_new_auth_user (000)
 insert into auth.users (id, email, raw_user_meta_data) values
@@ -250,6 +250,45 @@ select is((select count(*) from public.ai_text_runs where user_id = '00000000-00
 select is(public.record_ai_text_run('00000000-0000-4000-8000-0000000003a1', 'openai', 'gpt', 'h4', 10, 20, 2,
                                     '2031-05-06 00:30:00+00')->>'allowed', 'true', 'the next day starts a new allowance');
 
+-- --------------------------------------------- webhook archive (DESIGN, CONTRACT)
+select set_config('test.si1', public.store_ingested_item('webhook', 'strava', 'create', 'trig-dedupe-1', '{"a": 1}',
+                                                         null, null, null, '2031-02-02 00:00:00+00')::text, true);
+select set_config('test.si2', public.store_ingested_item('webhook', 'strava', 'create', 'trig-dedupe-1', '{"a": 2}',
+                                                         null, null, null, '2031-02-02 00:00:05+00')::text, true);
+select is(current_setting('test.si1')::jsonb->>'stored', 'true', 'store_ingested_item stores a new delivery');
+select ok((current_setting('test.si2')::jsonb->>'duplicate')::boolean
+          and current_setting('test.si2')::jsonb->>'id' = current_setting('test.si1')::jsonb->>'id',
+          'a redelivery with the same (platform, external_id) is a duplicate of the first');
+select results_eq($$select count(*), min(payload->>'a') from public.ingested_items
+                     where platform = 'strava' and external_id = 'trig-dedupe-1'$$,
+                  $$values (1::bigint, '1'::text)$$, 'a redelivery changes nothing');
+select set_config('test.si3', public.store_ingested_item('webhook', 'instagram', 'raw', 'trig-bad-json', '"not json"',
+                                                         null, null, 'invalid JSON', '2031-02-02 00:00:00+00')::text, true);
+select is((select status::text from public.ingested_items where id = (current_setting('test.si3')::jsonb->>'id')::uuid),
+          'failed', 'a body that cannot be parsed is stored failed (never lost)');
+
+-- ------------------------------------------------ feed skeleton cursor (CONTRACT)
+insert into public.indexed_posts (feed_id, uri, created_at) values
+  ('00000000-0000-4000-8000-00000003f001', 'at://a/1', '2031-03-03 10:00:00+00'),
+  ('00000000-0000-4000-8000-00000003f001', 'at://a/2', '2031-03-03 10:00:00+00'),
+  ('00000000-0000-4000-8000-00000003f001', 'at://a/3', '2031-03-03 09:00:00+00');
+select is((select array_agg(e->>'uri') from jsonb_array_elements(
+             public.feed_skeleton_page('00000000-0000-4000-8000-00000003f001', 2, null, null)->'items') e),
+          array['at://a/2', 'at://a/1'], 'feed_skeleton_page pages newest first, uri desc on ties');
+select is((select array_agg(e->>'uri') from jsonb_array_elements(
+             public.feed_skeleton_page('00000000-0000-4000-8000-00000003f001', 2, '2031-03-03 10:00:00+00', 'at://a/1')->'items') e),
+          array['at://a/3'], 'feed_skeleton_page continues after an exclusive cursor');
+
+-- ------------------------------------------- Replicate results (CONTRACT)
+insert into public.generations (id, user_id, model_id, status, replicate_prediction_id) values
+  ('00000000-0000-4000-8000-00000003d107', '00000000-0000-4000-8000-0000000003a1', 'flux', 'processing', 'pred-trig-1');
+select is(public.record_generation_result('pred-trig-1', '{"status": "succeeded", "output_urls": ["https://x/1.png"]}')->>'applied',
+          'true', 'record_generation_result applies a terminal result');
+select results_eq($$select status, output_urls from public.generations where id = '00000000-0000-4000-8000-00000003d107'$$,
+                  $$values ('succeeded'::text, array['https://x/1.png'])$$, 'the generation is succeeded with its outputs');
+select is(public.record_generation_result('pred-trig-1', '{"status": "failed"}')->>'reason', 'already_finished',
+          'a late result for a finished generation changes nothing');
+
 -- ------------------------------------------------------- materialized views
 insert into public.posts (id, account_id, platform, platform_post_id, text_content, created_at_platform, published, deleted_on_platform) values
   ('00000000-0000-4000-8000-00000003b103', '00000000-0000-4000-8000-00000003ca01', 'strava', 'activity-3', 'public one', now(), true, false),
@@ -265,6 +304,14 @@ select ok(pg_temp.as_actor('postgres', null,
                from pg_class c join pg_namespace n on n.oid = c.relnamespace
               where n.nspname = 'public' and c.relkind = 'm' and c.relname like '%admin%stat%' limit 1)) = 'true',
           'the admin stats view has rows after refresh');
+
+select set_config('test.maint', public.run_maintenance('trig-maint', now(), 90, 90)::text, true);
+select ok(current_setting('test.maint')::jsonb ?& array['admin_stats_refreshed', 'public_posts_refreshed',
+                                                        'generations_deleted', 'sync_logs_deleted', 'leases_released'],
+          'run_maintenance() answers the documented keys (CONTRACT.md)');
+select ok(current_setting('test.maint')::jsonb->'leases_released' ?& array['scheduled_posts', 'ai_jobs', 'generations',
+                                                                          'media_downloads', 'ingested_items', 'ingested_posts'],
+          'run_maintenance() releases expired leases of all six queues');
 
 -- ------------------------------------------------- heartbeats and outpost_status
 select is(public.record_worker_heartbeat('trig-worker', '{"version": "1"}', '2031-01-01 00:00:00+00')->>'worker_id',

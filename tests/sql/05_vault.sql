@@ -38,7 +38,7 @@ begin
 end
 $$;
 
-select plan(24);
+select plan(25);
 
 -- the owner stores an app password and links it to their account (as the dashboard does)
 set local role authenticated;
@@ -118,9 +118,16 @@ select is_empty($$
   $$, 'anon and authenticated cannot execute the seed worker / maintenance functions');
 select is_empty($$
     select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-     where n.nspname = 'public' and p.proname = 'record_ai_text_run'
+     where n.nspname = 'public'
+       and p.proname in ('record_ai_text_run', 'store_ingested_item', 'record_generation_result',
+                         'record_replicate_token_error', 'run_maintenance', 'queue_depths', 'outpost_status')
        and (has_function_privilege('anon', p.oid, 'execute') or has_function_privilege('authenticated', p.oid, 'execute'))
-  $$, 'anon and authenticated cannot execute record_ai_text_run (the limit is enforced by the service)');
+  $$, 'anon and authenticated cannot execute the service-only functions of CONTRACT.md (record_ai_text_run, store_ingested_item, ...)');
+select is_empty($$
+    select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'public' and p.proname = 'feed_skeleton_page'
+       and (has_function_privilege('anon', p.oid, 'execute') or has_function_privilege('authenticated', p.oid, 'execute'))
+  $$, 'feed_skeleton_page is granted to service_role only (CONTRACT.md: "service_role only unless noted")');
 select ok(has_function_privilege('authenticated', 'public.create_account_secret(text,text,text)', 'execute')
           and has_function_privilege('service_role', 'public.create_account_secret(text,text,text)', 'execute'),
           'create_account_secret is granted to authenticated and service_role (seed 000)');
