@@ -2,6 +2,8 @@
 //! applies; a second run applies nothing and changes nothing; a changed
 //! applied file stops the runner before it touches anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
+
 use std::path::{Path, PathBuf};
 
 use outpost_host::migrate;

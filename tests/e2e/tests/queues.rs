@@ -5,6 +5,8 @@
 //! error. Also the two other counters that must hold under concurrency: the
 //! Replicate token pool's round robin and the `ai_text_runs` daily limit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly by design
+
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 

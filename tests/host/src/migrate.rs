@@ -54,7 +54,10 @@ impl MigrationReport {
     /// The latest version known after the run, if any migration exists.
     pub fn summary(&self) -> String {
         if self.applied.is_empty() {
-            format!("database is up to date ({} migrations already applied)", self.unchanged)
+            format!(
+                "database is up to date ({} migrations already applied)",
+                self.unchanged
+            )
         } else {
             format!(
                 "applied {} migration(s): {} ({} already applied)",
@@ -77,22 +80,42 @@ pub fn discover(dir: &Path) -> anyhow::Result<Vec<MigrationFile>> {
         if path.extension().and_then(|e| e.to_str()) != Some("sql") {
             continue;
         }
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let Some((version, name)) = stem.split_once('_') else {
             bail!("{}: migration names must be NNNN_name.sql", path.display());
         };
         let well_formed = version.len() == 4
             && version.bytes().all(|b| b.is_ascii_digit())
             && !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !well_formed {
-            bail!("{}: migration names must be NNNN_lower_snake.sql", path.display());
+            bail!(
+                "{}: migration names must be NNNN_lower_snake.sql",
+                path.display()
+            );
         }
-        let sql = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let sql = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-        let file = MigrationFile { version: version.to_string(), name: name.to_string(), path: path.clone(), sql, checksum };
+        let file = MigrationFile {
+            version: version.to_string(),
+            name: name.to_string(),
+            path: path.clone(),
+            sql,
+            checksum,
+        };
         if let Some(previous) = files.insert(version.to_string(), file) {
-            bail!("two migrations share version {version}: {} and {}", previous.path.display(), path.display());
+            bail!(
+                "two migrations share version {version}: {} and {}",
+                previous.path.display(),
+                path.display()
+            );
         }
     }
     Ok(files.into_values().collect())
@@ -120,10 +143,10 @@ pub async fn run(database_url: &str, dir: &Path) -> anyhow::Result<MigrationRepo
     drop(client);
     // The connection task ends when the client is dropped; its own error, if
     // any, is already reflected in the result above.
-    if let Ok(Err(e)) = driver.await {
-        if report.is_ok() {
-            return Err(e).context("database connection failed");
-        }
+    if let Ok(Err(e)) = driver.await
+        && report.is_ok()
+    {
+        return Err(e).context("database connection failed");
     }
     report
 }
@@ -137,39 +160,58 @@ pub async fn apply(client: &mut Client, dir: &Path) -> anyhow::Result<MigrationR
         .await
         .context("taking the migration lock")?;
     let result = apply_locked(client, &files).await;
-    let unlock = client.execute("select pg_advisory_unlock($1)", &[&RUNNER_LOCK_KEY]).await;
+    let unlock = client
+        .execute("select pg_advisory_unlock($1)", &[&RUNNER_LOCK_KEY])
+        .await;
     let report = result?;
     unlock.context("releasing the migration lock")?;
     Ok(report)
 }
 
-async fn apply_locked(client: &mut Client, files: &[MigrationFile]) -> anyhow::Result<MigrationReport> {
-    client.batch_execute(CREATE_LEDGER).await.context("creating public.outpost_schema_migrations")?;
+async fn apply_locked(
+    client: &mut Client,
+    files: &[MigrationFile],
+) -> anyhow::Result<MigrationReport> {
+    client
+        .batch_execute(CREATE_LEDGER)
+        .await
+        .context("creating public.outpost_schema_migrations")?;
     let recorded: BTreeMap<String, (String, String)> = client
-        .query("select version, name, checksum from public.outpost_schema_migrations", &[])
+        .query(
+            "select version, name, checksum from public.outpost_schema_migrations",
+            &[],
+        )
         .await?
         .into_iter()
-        .map(|row| (row.get::<_, String>(0), (row.get::<_, String>(1), row.get::<_, String>(2))))
+        .map(|row| {
+            (
+                row.get::<_, String>(0),
+                (row.get::<_, String>(1), row.get::<_, String>(2)),
+            )
+        })
         .collect();
 
     // Check everything before applying anything.
     for file in files {
-        if let Some((_, checksum)) = recorded.get(&file.version) {
-            if *checksum != file.checksum {
-                bail!(
-                    "migration {}_{}.sql was changed after it was applied (recorded sha256 {}, file sha256 {}); \
-                     applied migrations are never edited: put the change in a new file",
-                    file.version,
-                    file.name,
-                    checksum,
-                    file.checksum
-                );
-            }
+        if let Some((_, checksum)) = recorded.get(&file.version)
+            && *checksum != file.checksum
+        {
+            bail!(
+                "migration {}_{}.sql was changed after it was applied (recorded sha256 {}, file sha256 {}); \
+                 applied migrations are never edited: put the change in a new file",
+                file.version,
+                file.name,
+                checksum,
+                file.checksum
+            );
         }
     }
-    let known: std::collections::BTreeSet<&str> = files.iter().map(|f| f.version.as_str()).collect();
+    let known: std::collections::BTreeSet<&str> =
+        files.iter().map(|f| f.version.as_str()).collect();
     if let Some((version, (name, _))) = recorded.iter().find(|(v, _)| !known.contains(v.as_str())) {
-        bail!("the database has migration {version}_{name} applied, which is not in this migrations folder (is this an older checkout?)");
+        bail!(
+            "the database has migration {version}_{name} applied, which is not in this migrations folder (is this an older checkout?)"
+        );
     }
 
     let mut report = MigrationReport::default();
@@ -189,8 +231,13 @@ async fn apply_locked(client: &mut Client, files: &[MigrationFile]) -> anyhow::R
                 &[&file.version, &file.name, &file.checksum],
             )
             .await?;
-        transaction.commit().await.with_context(|| format!("committing {}", file.path.display()))?;
-        report.applied.push(format!("{}_{}", file.version, file.name));
+        transaction
+            .commit()
+            .await
+            .with_context(|| format!("committing {}", file.path.display()))?;
+        report
+            .applied
+            .push(format!("{}_{}", file.version, file.name));
     }
     Ok(report)
 }
@@ -208,7 +255,13 @@ fn describe_sql_error(error: tokio_postgres::Error, file: &MigrationFile) -> any
         }
         _ => String::new(),
     };
-    let mut message = format!("{}{}: {} (SQLSTATE {})", file.path.display(), line, db.message(), db.code().code());
+    let mut message = format!(
+        "{}{}: {} (SQLSTATE {})",
+        file.path.display(),
+        line,
+        db.message(),
+        db.code().code()
+    );
     if let Some(detail) = db.detail() {
         message.push_str(&format!("\n  detail: {detail}"));
     }
@@ -235,7 +288,8 @@ mod tests {
         pub struct Dir(std::path::PathBuf);
         impl Dir {
             pub fn new() -> Self {
-                let path = std::env::temp_dir().join(format!("outpost-migrate-test-{}", uuid::Uuid::new_v4()));
+                let path = std::env::temp_dir()
+                    .join(format!("outpost-migrate-test-{}", uuid::Uuid::new_v4()));
                 std::fs::create_dir_all(&path).unwrap();
                 Dir(path)
             }
@@ -252,9 +306,16 @@ mod tests {
 
     #[test]
     fn discovers_files_in_version_order_with_checksums() {
-        let dir = dir_with(&[("0002_b.sql", "select 2;"), ("0001_a.sql", "select 1;"), ("README.md", "x")]);
+        let dir = dir_with(&[
+            ("0002_b.sql", "select 2;"),
+            ("0001_a.sql", "select 1;"),
+            ("README.md", "x"),
+        ]);
         let files = discover(dir.path()).unwrap();
-        let names: Vec<_> = files.iter().map(|f| format!("{}_{}", f.version, f.name)).collect();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| format!("{}_{}", f.version, f.name))
+            .collect();
         assert_eq!(names, ["0001_a", "0002_b"]);
         assert_eq!(files[0].checksum, hex::encode(Sha256::digest(b"select 1;")));
     }
@@ -262,15 +323,28 @@ mod tests {
     #[test]
     fn refuses_misnamed_and_duplicate_files() {
         let misnamed = dir_with(&[("1_a.sql", "")]);
-        assert!(discover(misnamed.path()).unwrap_err().to_string().contains("NNNN_"));
+        assert!(
+            discover(misnamed.path())
+                .unwrap_err()
+                .to_string()
+                .contains("NNNN_")
+        );
         let duplicate = dir_with(&[("0001_a.sql", ""), ("0001_b.sql", "")]);
-        assert!(discover(duplicate.path()).unwrap_err().to_string().contains("share version 0001"));
+        assert!(
+            discover(duplicate.path())
+                .unwrap_err()
+                .to_string()
+                .contains("share version 0001")
+        );
     }
 
     #[test]
     fn fingerprint_changes_with_any_file() {
         let a = dir_with(&[("0001_a.sql", "select 1;")]);
         let b = dir_with(&[("0001_a.sql", "select 2;")]);
-        assert_ne!(fingerprint(a.path()).unwrap(), fingerprint(b.path()).unwrap());
+        assert_ne!(
+            fingerprint(a.path()).unwrap(),
+            fingerprint(b.path()).unwrap()
+        );
     }
 }

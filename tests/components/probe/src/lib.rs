@@ -1,0 +1,187 @@
+//! `probe`: a test-only Spin component that exercises the test host's Spin
+//! interfaces (routes and headers, `spin:postgres@4.0.0`, variables,
+//! outbound HTTP and service chaining, traps) and the cron world. It is
+//! built like the product components (spin-sdk 5.2, `wasm32-wasip2`) and is
+//! never deployed.
+
+use serde_json::{Value, json};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::pg4::{Connection, DbValue, ParameterValue};
+
+mod cron;
+mod roundtrip;
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    let query = parse_query(req.query());
+    match req.path() {
+        "/probe/ok" => Response::new(200, "ok"),
+        "/probe/pg-roundtrip" => roundtrip::run(),
+        "/probe/pg-query" => pg_call(&query, false),
+        "/probe/pg-execute" => pg_call(&query, true),
+        "/probe/variable" => variable(&query),
+        "/probe/outbound" => outbound(query_value(&query, "url").unwrap_or_default()).await,
+        "/probe/chain" => {
+            let url = query_value(&query, "url")
+                .unwrap_or_else(|| "http://probe-private.spin.internal/chained/path?x=1".into());
+            outbound(url).await
+        }
+        "/probe/panic" => panic!("the probe was asked to panic"),
+        "/probe/trap" => trap(),
+        _ => headers(&req),
+    }
+}
+
+/// Echoes every request header (and the method and URI) as JSON.
+fn headers(req: &Request) -> Response {
+    let mut map = serde_json::Map::new();
+    for (name, value) in req.headers() {
+        map.insert(
+            name.to_string(),
+            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        );
+    }
+    json_response(
+        200,
+        json!({ "headers": map, "uri": req.uri(), "path": req.path(), "query": req.query() }),
+    )
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .build()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn trap() -> Response {
+    core::arch::wasm32::unreachable()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn trap() -> Response {
+    panic!("trap")
+}
+
+/// Runs `sql` (with optional `text` parameters `p1`, `p2`, ...) on the
+/// database of variable `database_url` and reports the result or the error.
+fn pg_call(query: &[(String, String)], execute: bool) -> Response {
+    let Some(sql) = query_value(query, "sql") else {
+        return json_response(400, json!({ "error": "missing sql" }));
+    };
+    let url = query_value(query, "db").or_else(|| spin_sdk::variables::get("database_url").ok());
+    let Some(url) = url else {
+        return json_response(400, json!({ "error": "no database_url" }));
+    };
+    let params: Vec<ParameterValue> = (1..)
+        .map_while(|i| query_value(query, &format!("p{i}")))
+        .map(ParameterValue::Str)
+        .collect();
+    let conn = match Connection::open(&url) {
+        Ok(c) => c,
+        Err(e) => return json_response(200, json!({ "error": format!("{e:?}") })),
+    };
+    if execute {
+        return match conn.execute(&sql, &params) {
+            Ok(n) => json_response(200, json!({ "rows_affected": n })),
+            Err(e) => json_response(200, json!({ "error": format!("{e:?}") })),
+        };
+    }
+    match conn.query(&sql, &params) {
+        Ok(rs) => {
+            let columns: Vec<Value> = rs
+                .columns
+                .iter()
+                .map(|c| json!([c.name, plain(format!("{:?}", c.data_type))]))
+                .collect();
+            let rows: Vec<Value> = rs
+                .rows
+                .iter()
+                .map(|r| Value::Array(r.iter().map(|v| Value::String(show(v))).collect()))
+                .collect();
+            json_response(200, json!({ "columns": columns, "rows": rows }))
+        }
+        Err(e) => json_response(200, json!({ "error": format!("{e:?}") })),
+    }
+}
+
+/// A readable form of a value: jsonb and unsupported bytes as text.
+pub(crate) fn show(v: &DbValue) -> String {
+    match v {
+        DbValue::Jsonb(b) => format!("Jsonb({})", String::from_utf8_lossy(b)),
+        DbValue::Unsupported(b) => format!("Unsupported({})", String::from_utf8_lossy(b)),
+        other => plain(format!("{other:?}")),
+    }
+}
+
+/// Debug output without wit-bindgen's `Type::` prefix.
+pub(crate) fn plain(s: String) -> String {
+    s.strip_prefix("DbValue::")
+        .or_else(|| s.strip_prefix("DbDataType::"))
+        .map(str::to_string)
+        .unwrap_or(s)
+}
+
+fn variable(query: &[(String, String)]) -> Response {
+    let name = query_value(query, "name").unwrap_or_default();
+    match spin_sdk::variables::get(&name) {
+        Ok(v) => json_response(200, json!({ "value": v })),
+        Err(e) => json_response(200, json!({ "error": format!("{e:?}") })),
+    }
+}
+
+async fn outbound(url: String) -> Response {
+    let request = Request::get(url.as_str()).build();
+    let result: Result<Response, _> = spin_sdk::http::send(request).await;
+    match result {
+        Ok(r) => json_response(
+            200,
+            json!({
+                "status": r.status(),
+                "body": String::from_utf8_lossy(r.body()),
+            }),
+        ),
+        Err(e) => json_response(200, json!({ "error": format!("{e:?}") })),
+    }
+}
+
+fn query_value(query: &[(String, String)], key: &str) -> Option<String> {
+    query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
