@@ -7,7 +7,24 @@
 //! and `wasi:http/outgoing-handler` with `allowed_outbound_hosts` and service
 //! chaining. Where real Spin has a trap for the unwary (the zero-row query
 //! hang, the `timestamptz` read), this host fails loudly instead. See
-//! `shared/SPIN.md` for the facts it mirrors.
+//! `../shared/SPIN.md` (beside the repository) for the facts it mirrors.
+//!
+//! Deliberate differences from Spin 4.0.2:
+//! - Postgres: plain TCP (Spin uses TLS with `sslmode=prefer`); no 128 MiB
+//!   result limit; past 16 pools per component an arbitrary one is evicted.
+//! - Loud failures: a zero-row `query` errors instead of hanging (cron runs
+//!   too, although the real cron plugin is built on Spin 3.5, which returns
+//!   empty rows); `strict_single_jsonb` (on unless `--no-strict-jsonb`)
+//!   refuses any `query` that is not one row of one `jsonb` value.
+//! - Service chaining to an unknown component is an error to the guest, not
+//!   a trap; `http://self` requests are denied.
+//! - Manifest features the components do not use are refused at start-up
+//!   (`files`, key-value, SQLite, AI models, `dependencies`, wagi, non-path
+//!   sources, trigger types other than http and cron).
+//! - Variables: `--variable` (and `k=@file`), `SPIN_VARIABLE_*`, `./.env`,
+//!   then defaults; no runtime-config `[[variables_provider]]`.
+//! - No TLS serving; a conflicting `Host` header is not rejected; instance
+//!   memory is capped at 512 MiB by the pooling allocator.
 
 pub mod allowed_hosts;
 pub mod app;
