@@ -5,12 +5,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bluesky;
+pub mod bluesky_session;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod jobs;
+pub mod outbound;
 pub mod response;
 pub mod sql;
+pub mod token_cipher;
 
 pub use error::Error;
 
