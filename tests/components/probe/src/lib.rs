@@ -22,6 +22,7 @@ async fn handle(req: Request) -> Response {
         "/probe/pg-execute" => pg_call(&query, true),
         "/probe/variable" => variable(&query),
         "/probe/outbound" => outbound(query_value(&query, "url").unwrap_or_default()).await,
+        "/probe/outbound-shared" => outbound_shared(&query),
         "/probe/chain" => {
             let url = query_value(&query, "url")
                 .unwrap_or_else(|| "http://probe-private.spin.internal/chained/path?x=1".into());
@@ -145,6 +146,55 @@ async fn outbound(url: String) -> Response {
             }),
         ),
         Err(e) => json_response(200, json!({ "error": format!("{e:?}") })),
+    }
+}
+
+/// Sends one request through `shared::outbound` (the client the product
+/// components use) and reports what came back, or the failure and its kind.
+fn outbound_shared(query: &[(String, String)]) -> Response {
+    use shared::outbound::{OutboundRequest, SendFailure};
+    let url = query_value(query, "url").unwrap_or_default();
+    let method = query_value(query, "method").unwrap_or_else(|| "GET".into());
+    let timeout_ms: u64 = query_value(query, "timeout_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut request = OutboundRequest::new(&method, &url)
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .header("x-probe", "1");
+    if let Some(body) = query_value(query, "json") {
+        let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        request = request.json(&value);
+    }
+    if let Some(q) = query_value(query, "q") {
+        request = request.query(&[("q", q.as_str()), ("access_token", "probe-secret")]);
+    }
+    let started = std::time::Instant::now();
+    let result = request.send();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(reply) => json_response(
+            200,
+            json!({
+                "status": reply.status,
+                "content_type": reply.header("Content-Type"),
+                "body_len": reply.body.len(),
+                "body_head": String::from_utf8_lossy(&reply.body[..reply.body.len().min(200)]),
+                "elapsed_ms": elapsed_ms,
+            }),
+        ),
+        Err(failure) => {
+            let kind = match &failure {
+                SendFailure::Denied(_) => "denied",
+                SendFailure::Timeout(_) => "timeout",
+                SendFailure::Connection(..) => "connection",
+                SendFailure::Decode(..) => "decode",
+                SendFailure::Invalid(..) => "invalid",
+            };
+            json_response(
+                200,
+                json!({ "error": failure.to_string(), "kind": kind, "transient": failure.is_transient(), "elapsed_ms": elapsed_ms }),
+            )
+        }
     }
 }
 
