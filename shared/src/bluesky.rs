@@ -64,9 +64,8 @@ impl XrpcFailure {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             XrpcFailure::Xrpc(e) => e.retry_after.or_else(|| {
-                e.rate_limit_reset.map(|reset| {
-                    u64::try_from(reset - chrono::Utc::now().timestamp()).unwrap_or(0)
-                })
+                e.rate_limit_reset
+                    .map(|reset| u64::try_from(reset - chrono::Utc::now().timestamp()).unwrap_or(0))
             }),
             _ => None,
         }
@@ -173,7 +172,10 @@ pub struct PostView {
 impl PostView {
     /// The record's text (empty when absent).
     pub fn text(&self) -> &str {
-        self.record.get("text").and_then(Value::as_str).unwrap_or("")
+        self.record
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The record's `createdAt` as written by the author's client.
@@ -438,7 +440,11 @@ fn send(request: OutboundRequest) -> Result<Reply, XrpcFailure> {
 fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T, XrpcFailure> {
     if reply.is_success() {
         // Procedures without output answer an empty body.
-        let body: &[u8] = if reply.body.is_empty() { b"null" } else { &reply.body };
+        let body: &[u8] = if reply.body.is_empty() {
+            b"null"
+        } else {
+            &reply.body
+        };
         return serde_json::from_slice(body)
             .map_err(|e| XrpcFailure::Decode(format!("{}: {e}", reply.target)));
     }
@@ -497,10 +503,17 @@ mod tests {
         assert_eq!(failure.retry_after(), Some(30));
         assert_eq!(failure.error_name(), Some("RateLimitExceeded"));
 
-        let failure = decode::<Value>(reply(400, &[], r#"{"error":"InvalidRequest","message":"Invalid record key"}"#))
-            .unwrap_err();
+        let failure = decode::<Value>(reply(
+            400,
+            &[],
+            r#"{"error":"InvalidRequest","message":"Invalid record key"}"#,
+        ))
+        .unwrap_err();
         assert!(!failure.is_transient());
-        assert_eq!(failure.to_string(), "400 InvalidRequest: Invalid record key");
+        assert_eq!(
+            failure.to_string(),
+            "400 InvalidRequest: Invalid record key"
+        );
 
         let failure = decode::<Value>(reply(502, &[], "<html>bad gateway</html>")).unwrap_err();
         assert_eq!(failure.error_name(), Some("HTTP502"));
@@ -516,7 +529,10 @@ mod tests {
             refresh_jwt: "REFRESH".into(),
         };
         let text = format!("{session:?}");
-        assert!(!text.contains("ACCESS") && !text.contains("REFRESH"), "{text}");
+        assert!(
+            !text.contains("ACCESS") && !text.contains("REFRESH"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -215,10 +215,11 @@ impl OutboundRequest {
         let request = self.build(&full, &target)?;
         let options = RequestOptions::new();
         let nanos = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
-        // Hosts may not support every option; a refused option is not fatal.
-        let _ = options.set_connect_timeout(Some(nanos));
-        let _ = options.set_first_byte_timeout(Some(nanos));
-        let _ = options.set_between_bytes_timeout(Some(nanos));
+        // Hosts may not support every option; a refused option is not fatal
+        // (the body read below still has its own deadline).
+        options.set_connect_timeout(Some(nanos)).ok();
+        options.set_first_byte_timeout(Some(nanos)).ok();
+        options.set_between_bytes_timeout(Some(nanos)).ok();
 
         let outgoing_body = request
             .body()
@@ -244,7 +245,12 @@ impl OutboundRequest {
             .headers()
             .entries()
             .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         let body = response
             .consume()
@@ -267,7 +273,10 @@ impl OutboundRequest {
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
             .collect();
         if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
-            entries.push(("content-length".into(), self.body.len().to_string().into_bytes()));
+            entries.push((
+                "content-length".into(),
+                self.body.len().to_string().into_bytes(),
+            ));
         }
         let fields = Fields::from_list(&entries).map_err(|e| invalid(&format!("header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
@@ -280,7 +289,9 @@ impl OutboundRequest {
             "HEAD" => Method::Head,
             other => Method::Other(other.to_string()),
         };
-        request.set_method(&method).map_err(|()| invalid("method"))?;
+        request
+            .set_method(&method)
+            .map_err(|()| invalid("method"))?;
         let scheme = match url.scheme() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,

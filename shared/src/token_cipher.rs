@@ -28,7 +28,9 @@ fn cipher(key_b64: &str) -> Result<Aes256Gcm> {
 /// Encrypts `plain` under the key `key_b64` named `key_id`.
 pub fn seal(plain: &str, key_b64: &str, key_id: &str) -> Result<String> {
     if key_id.is_empty() || key_id.contains('.') {
-        return Err(Error::Config("token key id must be non-empty without '.'".into()));
+        return Err(Error::Config(
+            "token key id must be non-empty without '.'".into(),
+        ));
     }
     let cipher = cipher(key_b64)?;
     let mut nonce = [0u8; NONCE_BYTES];
@@ -45,7 +47,10 @@ pub fn seal(plain: &str, key_b64: &str, key_id: &str) -> Result<String> {
         .map_err(|_| Error::Config("token encryption failed".into()))?;
     let mut bytes = nonce.to_vec();
     bytes.extend_from_slice(&sealed);
-    Ok(format!("{VERSION}.{key_id}.{}", URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(format!(
+        "{VERSION}.{key_id}.{}",
+        URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// The key id a sealed token names, without decrypting it.
@@ -110,7 +115,10 @@ mod tests {
         let sealed = seal("secret-token", KEY, "k1").unwrap();
         let moved = sealed.replacen("v1.k1.", "v1.k2.", 1);
         let error = open(&moved, KEY).unwrap_err().to_string();
-        assert!(error.contains("k2") && !error.contains("secret-token"), "{error}");
+        assert!(
+            error.contains("k2") && !error.contains("secret-token"),
+            "{error}"
+        );
         let other_key = "HxscGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQAfHh0=";
         assert!(open(&sealed, other_key).is_err());
         assert!(open("plain-token", KEY).is_err());
