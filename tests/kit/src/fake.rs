@@ -2,6 +2,8 @@
 //! and recording every request, for faking outside platforms.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,7 +33,10 @@ impl RecordedRequest {
     }
 }
 
-type Handler = dyn Fn(&RecordedRequest) -> http::Response<Bytes> + Send + Sync;
+/// What an async handler returns: the answer, computed later.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = http::Response<Bytes>> + Send>>;
+
+type AsyncHandler = dyn Fn(RecordedRequest) -> ResponseFuture + Send + Sync;
 
 /// A running fake; stops when dropped.
 pub struct FakeServer {
@@ -45,10 +50,25 @@ impl FakeServer {
     pub async fn start(
         handler: impl Fn(&RecordedRequest) -> http::Response<Bytes> + Send + Sync + 'static,
     ) -> Result<Self, KitError> {
+        let handler = Arc::new(handler);
+        Self::start_async(move |request: RecordedRequest| -> ResponseFuture {
+            let response = handler(&request);
+            Box::pin(async move { response })
+        })
+        .await
+    }
+
+    /// Starts a fake whose answers are futures, so one slow answer (a fake
+    /// that hangs on purpose) does not hold up the others. The request is
+    /// in [`FakeServer::requests`] as soon as it has arrived, before the
+    /// answer is ready.
+    pub async fn start_async(
+        handler: impl Fn(RecordedRequest) -> ResponseFuture + Send + Sync + 'static,
+    ) -> Result<Self, KitError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
+        let handler: Arc<AsyncHandler> = Arc::new(handler);
         let (stop, mut stopped) = oneshot::channel::<()>();
         let task_log = log.clone();
         tokio::spawn(async move {
@@ -71,10 +91,10 @@ impl FakeServer {
                                     headers: parts.headers,
                                     body,
                                 };
-                                let response = handler(&recorded);
                                 if let Ok(mut log) = log.lock() {
-                                    log.push(recorded);
+                                    log.push(recorded.clone());
                                 }
+                                let response = handler(recorded).await;
                                 Ok::<_, Infallible>(response.map(Full::new))
                             }
                         });

@@ -17,6 +17,7 @@
 
 mod db;
 mod fake;
+pub mod fakes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use outpost_host::server::RunningServer;
 use outpost_host::variables::VariableSources;
 
 pub use db::{TestDb, TestPostgres, test_postgres};
-pub use fake::{FakeServer, RecordedRequest};
+pub use fake::{FakeServer, RecordedRequest, ResponseFuture};
 
 /// Errors of the kit.
 #[derive(Debug, thiserror::Error)]

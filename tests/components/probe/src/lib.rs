@@ -23,6 +23,7 @@ async fn handle(req: Request) -> Response {
         "/probe/variable" => variable(&query),
         "/probe/outbound" => outbound(query_value(&query, "url").unwrap_or_default()).await,
         "/probe/outbound-shared" => outbound_shared(&query),
+        "/probe/bluesky-post" => bluesky_post(&query),
         "/probe/chain" => {
             let url = query_value(&query, "url")
                 .unwrap_or_else(|| "http://probe-private.spin.internal/chained/path?x=1".into());
@@ -193,6 +194,55 @@ fn outbound_shared(query: &[(String, String)]) -> Response {
             json_response(
                 200,
                 json!({ "error": failure.to_string(), "kind": kind, "transient": failure.is_transient(), "elapsed_ms": elapsed_ms }),
+            )
+        }
+    }
+}
+
+/// Posts `text` to account `account_id` through the cached session of
+/// `shared::bluesky_session` (create, reuse, refresh on `ExpiredToken`),
+/// as the product's publish and feed components do.
+fn bluesky_post(query: &[(String, String)]) -> Response {
+    use shared::bluesky::{POST_COLLECTION, Xrpc};
+    use shared::bluesky_session::{SessionFailure, with_session};
+    let pds = Xrpc::new(&query_value(query, "pds").unwrap_or_default());
+    let Some(account_id) = query_value(query, "account_id").and_then(|v| v.parse().ok()) else {
+        return json_response(400, json!({ "error": "account_id must be a uuid" }));
+    };
+    let worker = query_value(query, "worker").unwrap_or_else(|| "probe".into());
+    let text = query_value(query, "text").unwrap_or_else(|| "hello".into());
+    let url = match spin_sdk::variables::get("database_url") {
+        Ok(url) => url,
+        Err(e) => return json_response(500, json!({ "error": format!("{e:?}") })),
+    };
+    let db = match shared::db::Database::open(&url) {
+        Ok(db) => db,
+        Err(e) => return json_response(503, json!({ "error": e.to_string() })),
+    };
+    let record = json!({
+        "$type": POST_COLLECTION,
+        "text": text,
+        "createdAt": "2026-11-23T12:00:00.000Z",
+    });
+    match with_session(&db, &pds, account_id, &worker, |session| {
+        pds.create_record(session, POST_COLLECTION, None, &record)
+    }) {
+        Ok(created) => json_response(200, json!({ "uri": created.uri })),
+        Err(failure) => {
+            let kind = match &failure {
+                SessionFailure::Wait { .. } => "wait",
+                SessionFailure::Unusable(_) => "unusable",
+                SessionFailure::Call(_) => "call",
+                SessionFailure::Database(_) => "database",
+            };
+            json_response(
+                200,
+                json!({
+                    "error": failure.to_string(),
+                    "kind": kind,
+                    "transient": failure.is_transient(),
+                    "retry_after": failure.retry_after(),
+                }),
             )
         }
     }

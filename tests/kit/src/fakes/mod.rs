@@ -1,0 +1,8 @@
+//! Loopback fakes of the outside platforms, each speaking the wire format
+//! `../shared/PLATFORMS.md` documents, field by field.
+
+pub mod bluesky;
+pub mod instagram;
+pub mod linkedin;
+pub mod strava;
+pub mod x;
