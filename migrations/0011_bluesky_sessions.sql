@@ -29,6 +29,9 @@ create table public.bluesky_sessions (
 );
 comment on table public.bluesky_sessions is
   'Cached PDS sessions per Bluesky account (service role only). createSession budget: 25 per 5 min, 250 per day (the PDS allows 30 and 300).';
+create trigger update_bluesky_sessions_updated_at
+  before update on public.bluesky_sessions
+  for each row execute function public.update_updated_at();
 alter table public.bluesky_sessions enable row level security;
 revoke all on public.bluesky_sessions from anon, authenticated;
 grant select, insert, update, delete on public.bluesky_sessions to service_role;
