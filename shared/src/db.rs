@@ -109,6 +109,7 @@ fn looks_like_lost_connection(text: &str) -> bool {
         "connection reset",
         "error connecting",
         "terminating connection",
+        "kind: closed",
     ]
     .iter()
     .any(|needle| text.contains(needle))
@@ -120,8 +121,14 @@ fn unavailable(message: String, url: &str) -> Error {
 }
 
 /// Removes anything that looks like credentials from a driver message, so a
-/// password in a connection string never reaches a response or a log.
+/// password in a connection string never reaches a response or a log, and
+/// drops a host backtrace (hosts append one when `RUST_BACKTRACE` is set).
 pub fn redact(message: &str) -> String {
+    let message = message
+        .split("Stack backtrace:")
+        .next()
+        .unwrap_or(message)
+        .trim_end();
     message
         .split_whitespace()
         .map(|word| {
@@ -162,8 +169,15 @@ mod tests {
         assert!(looks_like_lost_connection(
             "Error { kind: Closed, cause: None } connection closed"
         ));
+        assert!(looks_like_lost_connection("Error { kind: Closed, cause: None }"));
         assert!(!looks_like_lost_connection(
             "column \"nope\" does not exist"
         ));
+    }
+
+    #[test]
+    fn redact_drops_host_backtraces() {
+        let redacted = redact("connection refused\n\nStack backtrace:\n   0: wasmtime::x");
+        assert_eq!(redacted, "connection refused");
     }
 }

@@ -1,17 +1,25 @@
-//! `webhook-receiver`: platform webhooks (verification handshakes, signature checks, archiving). Not built yet (issue #4); every route
-//! answers 501 with a JSON error naming the capability, so nothing pretends
-//! to work.
+//! `webhook-receiver`: `/webhooks/{strava,instagram,replicate}`. Answers the
+//! Strava and Meta subscription handshakes, checks each event's authenticity
+//! (Strava's `subscription_id`, Meta's `X-Hub-Signature-256`, Replicate's
+//! Standard Webhooks signature and timestamp), archives the raw payload in
+//! `ingested_items` (deduplicated, committed) and only then answers 200. No
+//! platform calls, no normalization: `ingest` does that later.
+//!
+//! Variables: `database_url`, `strava_verify_token`,
+//! `strava_subscription_id`, `instagram_verify_token`,
+//! `instagram_app_secret`, `replicate_webhook_secret`. Outbound: the database.
 
-use shared::{Error, response};
-use spin_sdk::http::{Request, Response};
+mod error;
+mod payload;
+mod receive;
+mod sql;
+mod verify;
+
+use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 
-/// What this component will do, named in its 501 answer.
-const CAPABILITY: &str = "Platform webhooks (verification handshakes, signature checks, archiving)";
-
+/// Takes the raw request so an oversized body is refused before it is read.
 #[http_component]
-fn handle(_request: Request) -> Response {
-    response::error(&Error::NotImplemented(format!(
-        "{CAPABILITY} is not built yet (issue #4)"
-    )))
+fn handle(request: IncomingRequest) -> Response {
+    receive::answer(request)
 }
