@@ -1,7 +1,14 @@
-//! `feed-indexer`: indexing posts into bluesky custom feeds. Not built yet (issue #6). Both
-//! triggers answer honestly: `POST /jobs/feed-indexer` gives 501 with a JSON error
-//! naming the capability, and a cron tick fails with the same message. Each
-//! run still writes the `worker_heartbeats` row (outcome `not_implemented`).
+//! `feed-indexer`: fills `indexed_posts` for every enabled Bluesky custom
+//! feed. Each run (cron every 5 minutes, or `POST /jobs/feed-indexer` with
+//! the job secret) reads each source author's new posts from the AppView,
+//! keeps those matching the feed's rules (`matching.rs`), stores them once
+//! per (feed, uri), prunes posts past `feed_retention_days`, logs counts per
+//! feed in `feed_index_runs`, and writes its heartbeat (`indexer.rs`).
+
+mod config;
+mod indexer;
+mod matching;
+mod sql;
 
 use serde_json::Value;
 use shared::Error;
@@ -13,18 +20,13 @@ use spin_sdk::http_component;
 /// The worker id of this job in `worker_heartbeats`.
 const WORKER: &str = "feed-indexer";
 
-/// What this component will do, named in its errors.
-const CAPABILITY: &str = "Indexing posts into Bluesky custom feeds";
-
 #[http_component]
 fn handle(request: Request) -> Response {
     jobs::handle_http(&request, WORKER, work)
 }
 
-fn work(_db: &Database) -> Result<Value, Error> {
-    Err(Error::NotImplemented(format!(
-        "{CAPABILITY} is not built yet (issue #6)"
-    )))
+fn work(db: &Database) -> Result<Value, Error> {
+    indexer::run(db, &config::load()?)
 }
 
 fn on_cron(timestamp: u64) -> Result<(), String> {

@@ -39,7 +39,11 @@ async fn app_allowing_loopback(db: &TestDb) -> anyhow::Result<TestApp> {
 async fn answers_of_every_status_come_back_whole_with_body_query_and_headers() -> Res {
     let db = TestDb::empty().await?;
     let fake = FakeServer::start(|request| {
-        let status = if request.uri.path() == "/missing" { 404 } else { 201 };
+        let status = if request.uri.path() == "/missing" {
+            404
+        } else {
+            201
+        };
         let body = if request.uri.path() == "/big" {
             Bytes::from(vec![b'x'; 3 * 1024 * 1024])
         } else {
@@ -47,7 +51,11 @@ async fn answers_of_every_status_come_back_whole_with_body_query_and_headers() -
                 "{} {} {} {}",
                 request.method,
                 request.uri,
-                request.headers.get("x-probe").map(|v| v.to_str().unwrap_or("")).unwrap_or("-"),
+                request
+                    .headers
+                    .get("x-probe")
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .unwrap_or("-"),
                 request.text()
             ))
         };
@@ -63,17 +71,28 @@ async fn answers_of_every_status_come_back_whole_with_body_query_and_headers() -
 
     let v = probe(
         &app,
-        &[("url", &format!("{}/echo", fake.url())), ("method", "POST"), ("json", r#"{"a":"é"}"#), ("q", "a b&c")],
+        &[
+            ("url", &format!("{}/echo", fake.url())),
+            ("method", "POST"),
+            ("json", r#"{"a":"é"}"#),
+            ("q", "a b&c"),
+        ],
     )
     .await?;
     assert_eq!(v["status"], 201, "{v}");
     assert_eq!(v["content_type"], "text/plain", "{v}");
     let head = v["body_head"].as_str().unwrap();
-    assert!(head.starts_with("POST /echo?q=a+b%26c&access_token=probe-secret 1 "), "{head}");
+    assert!(
+        head.starts_with("POST /echo?q=a+b%26c&access_token=probe-secret 1 "),
+        "{head}"
+    );
     assert!(head.ends_with(r#"{"a":"é"}"#), "{head}");
     let seen = fake.requests();
     assert_eq!(seen[0].headers["content-type"], "application/json");
-    assert_eq!(seen[0].headers["content-length"], seen[0].body.len().to_string().as_str());
+    assert_eq!(
+        seen[0].headers["content-length"],
+        seen[0].body.len().to_string().as_str()
+    );
 
     let v = probe(&app, &[("url", &format!("{}/missing", fake.url()))]).await?;
     assert_eq!(v["status"], 404, "a 404 is an answer, not a failure: {v}");
@@ -100,7 +119,14 @@ async fn a_server_that_never_answers_is_cut_off_at_the_timeout() -> Res {
     let started = Instant::now();
     let v = probe(
         &app,
-        &[("url", &format!("http://{addr}/hang?access_token=hang-secret")), ("timeout_ms", "700"), ("q", "x")],
+        &[
+            (
+                "url",
+                &format!("http://{addr}/hang?access_token=hang-secret"),
+            ),
+            ("timeout_ms", "700"),
+            ("q", "x"),
+        ],
     )
     .await?;
     let took = started.elapsed();
@@ -109,7 +135,10 @@ async fn a_server_that_never_answers_is_cut_off_at_the_timeout() -> Res {
     assert!(took < Duration::from_secs(5), "cut off after {took:?}");
     assert!(v["elapsed_ms"].as_u64().unwrap() >= 600, "{v}");
     let message = v["error"].as_str().unwrap();
-    assert!(!message.contains("secret") && !message.contains('?'), "{message}");
+    assert!(
+        !message.contains("secret") && !message.contains('?'),
+        "{message}"
+    );
     holder.abort();
     app.stop().await;
     Ok(())
@@ -119,14 +148,22 @@ async fn a_server_that_never_answers_is_cut_off_at_the_timeout() -> Res {
 async fn denied_and_refused_hosts_fail_with_their_kind_and_no_token() -> Res {
     let db = TestDb::empty().await?;
     let app = app_allowing_loopback(&db).await?;
-    let v = probe(&app, &[("url", "http://denied.example:8080/x?access_token=tok-123")]).await?;
+    let v = probe(
+        &app,
+        &[("url", "http://denied.example:8080/x?access_token=tok-123")],
+    )
+    .await?;
     assert_eq!(v["kind"], "denied", "{v}");
     assert_eq!(v["transient"], false, "{v}");
     assert!(!v["error"].as_str().unwrap().contains("tok-123"), "{v}");
 
     // A loopback port nobody listens on: allowed, but refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let v = probe(&app, &[("url", &format!("http://{closed}/x?access_token=tok-456"))]).await?;
+    let v = probe(
+        &app,
+        &[("url", &format!("http://{closed}/x?access_token=tok-456"))],
+    )
+    .await?;
     assert_eq!(v["kind"], "connection", "{v}");
     assert_eq!(v["transient"], true, "{v}");
     assert!(!v["error"].as_str().unwrap().contains("tok-456"), "{v}");
