@@ -169,7 +169,9 @@ mod tests {
         assert!(looks_like_lost_connection(
             "Error { kind: Closed, cause: None } connection closed"
         ));
-        assert!(looks_like_lost_connection("Error { kind: Closed, cause: None }"));
+        assert!(looks_like_lost_connection(
+            "Error { kind: Closed, cause: None }"
+        ));
         assert!(!looks_like_lost_connection(
             "column \"nope\" does not exist"
         ));
