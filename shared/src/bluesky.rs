@@ -480,15 +480,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
-        Reply {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-            target: "http://pds/xrpc/x".into(),
-        }
+        Reply::new(status, headers, body, "http://pds/xrpc/x")
     }
 
     #[test]

@@ -68,6 +68,19 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// An answer made by hand (for tests of code that reads answers).
+    pub fn new(status: u16, headers: &[(&str, &str)], body: &str, target: &str) -> Self {
+        Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+            target: target.to_string(),
+        }
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();

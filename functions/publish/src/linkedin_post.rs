@@ -202,12 +202,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-            target: "http://li/rest/posts".into(),
-        }
+        Reply::new(status, &[], body, "http://li/rest/posts")
     }
 
     #[test]
