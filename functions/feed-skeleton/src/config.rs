@@ -30,21 +30,14 @@ impl Config {
             database_url: config::database_url()?,
             service_did: config::required("feed_service_did")?,
             hostname: config::required("feed_hostname")?,
-            verify_jwt: optional("feed_verify_jwt")?
+            verify_jwt: config::maybe_empty("feed_verify_jwt")?
                 .trim()
                 .eq_ignore_ascii_case("true"),
-            plc_directory_url: optional("plc_directory_url")?
+            plc_directory_url: config::maybe_empty("plc_directory_url")?
                 .trim_end_matches('/')
                 .to_string(),
-            supabase_jwt_secret: optional("supabase_jwt_secret")?,
-            pds_url: optional("bluesky_pds_url")?,
+            supabase_jwt_secret: config::maybe_empty("supabase_jwt_secret")?,
+            pds_url: config::maybe_empty("bluesky_pds_url")?,
         })
     }
-}
-
-/// A variable that may be empty; a missing mapping is still a
-/// configuration error.
-fn optional(name: &str) -> Result<String, Error> {
-    spin_sdk::variables::get(name)
-        .map_err(|e| Error::Config(format!("variable `{name}` is not available: {e}")))
 }

@@ -24,12 +24,12 @@ impl Config {
     /// opened, so Bluesky polling works without it.
     pub fn load() -> Result<Config, Error> {
         Ok(Config {
-            strava_api_url: base(config::required("strava_api_url")?),
-            instagram_graph_url: base(config::required("instagram_graph_url")?),
-            bluesky_appview_url: base(config::required("bluesky_appview_url")?),
-            strava_client_id: optional("strava_client_id"),
-            strava_client_secret: optional("strava_client_secret"),
-            token_key: optional("token_encryption_key"),
+            strava_api_url: config::base_url("strava_api_url")?,
+            instagram_graph_url: config::base_url("instagram_graph_url")?,
+            bluesky_appview_url: config::base_url("bluesky_appview_url")?,
+            strava_client_id: config::optional("strava_client_id"),
+            strava_client_secret: config::optional("strava_client_secret"),
+            token_key: config::optional("token_encryption_key"),
         })
     }
 
@@ -39,15 +39,4 @@ impl Config {
             .as_deref()
             .ok_or_else(|| Error::Config("variable `token_encryption_key` is empty".into()))
     }
-}
-
-fn base(url: String) -> String {
-    url.trim_end_matches('/').to_string()
-}
-
-/// A variable that may be unmapped or empty (never an error).
-fn optional(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
 }

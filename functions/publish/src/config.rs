@@ -39,9 +39,7 @@ impl Config {
     /// Reads the variables; the base URLs must be set (they have defaults
     /// in `spin.toml`).
     pub fn load() -> Result<Self, Error> {
-        let url = |name: &str| -> Result<String, Error> {
-            Ok(config::required(name)?.trim_end_matches('/').to_string())
-        };
+        let url = config::base_url;
         Ok(Config {
             database_url: config::database_url()?,
             pds_url: url("bluesky_pds_url")?,
@@ -49,13 +47,7 @@ impl Config {
             x_api_url: url("x_api_url")?,
             linkedin_api_url: url("linkedin_api_url")?,
             media_store_url: url("media_store_url")?,
-            token_encryption_key: spin_sdk::variables::get("token_encryption_key").map_err(
-                |e| {
-                    Error::Config(format!(
-                        "variable `token_encryption_key` is not available: {e}"
-                    ))
-                },
-            )?,
+            token_encryption_key: config::maybe_empty("token_encryption_key")?,
         })
     }
 }
