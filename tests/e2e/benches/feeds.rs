@@ -31,45 +31,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use outpost_e2e::bench::{CONNECTIONS, SPIN_CHECKOUT_RESET, Stats, addr_of, verdict};
 use outpost_test_kit::fakes::bluesky::FakeBluesky;
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
 use uuid::Uuid;
 
-const CONNECTIONS: usize = 32;
 const FEEDS: usize = 100;
 const POSTS_PER_FEED: usize = 10_000;
 const LIMIT: i32 = 50;
 const SERVICE_DID: &str = "did:web:feeds.bench";
 const PUBLISHER: &str = "did:plc:benchpublisher00000000000";
-
-struct Stats {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Stats {
-    fn from(mut latencies_us: Vec<u64>, errors: usize, elapsed: Duration) -> Self {
-        latencies_us.sort_unstable();
-        Stats {
-            requests: latencies_us.len(),
-            errors,
-            elapsed,
-            latencies_us,
-        }
-    }
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
 
 /// One page request: which feed, and where.
 #[derive(Clone)]
@@ -225,7 +196,7 @@ async fn load_http(
         latencies.extend(lat);
         errors += e;
     }
-    Ok(Stats::from(latencies, errors, start.elapsed()))
+    Ok(Stats::from_latencies(latencies, errors, start.elapsed()))
 }
 
 /// Which bare SQL to run.
@@ -244,9 +215,6 @@ enum Bare {
 }
 
 /// deadpool-postgres' `RecyclingMethod::Clean` query.
-const CHECKOUT_RESET_SQL: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
-
 const FUNCTION_SQL: &str = "select public.feed_skeleton($1::text, $2::text, $3::text, $4::int, $5::text, $6::text, $7::text)";
 const FIRST_PAGE_SQL: &str = "select ip.uri, ip.created_at from public.indexed_posts ip
      where ip.feed_id = $1 order by ip.created_at desc, ip.uri desc limit $2";
@@ -282,7 +250,7 @@ async fn load_sql(
                 i += 1;
                 let t = Instant::now();
                 if matches!(bare, Bare::SpinCheckout) {
-                    client.simple_query(CHECKOUT_RESET_SQL).await?;
+                    client.simple_query(SPIN_CHECKOUT_RESET).await?;
                 }
                 match (bare, &r.cursor) {
                     (Bare::Function | Bare::SpinCheckout, cursor) => {
@@ -327,16 +295,16 @@ async fn load_sql(
     for t in tasks {
         latencies.extend(t.await??);
     }
-    Ok(Stats::from(latencies, 0, start.elapsed()))
+    Ok(Stats::from_latencies(latencies, 0, start.elapsed()))
 }
 
 fn row(name: &str, s: &Stats, base: Option<&Stats>) {
     let ratio = base
-        .map(|b| format!("{:>5.1}% of its req/s", 100.0 * s.rps() / b.rps()))
+        .map(|b| format!("{:>5.1}% of its req/s", 100.0 * s.rate() / b.rate()))
         .unwrap_or_else(|| "baseline".into());
     println!(
         "{name:<44} {:>8.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   errors {:>4}   {ratio}",
-        s.rps(),
+        s.rate(),
         s.percentile(0.50),
         s.percentile(0.99),
         s.errors
@@ -393,14 +361,6 @@ async fn explain(db: &TestDb, reqs: &[PageRequest]) -> anyhow::Result<()> {
         .get(0);
     println!("index indexed_posts_feed_cursor_idx (feed_id, created_at desc, uri desc): {size}");
     Ok(())
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "NOT met" }
-}
-
-fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
-    Ok(url.trim_start_matches("http://").parse()?)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -530,8 +490,8 @@ async fn run() -> anyhow::Result<()> {
         "target: component p99 < 20 ms ({}), >= 60% of the bare feed_skeleton rate ({}); \
          >= 60% of checkout reset + feed_skeleton ({})",
         verdict(component.percentile(0.99) < 20.0),
-        verdict(component.rps() >= 0.6 * bare_function.rps()),
-        verdict(component.rps() >= 0.6 * spin_checkout.rps()),
+        verdict(component.rate() >= 0.6 * bare_function.rate()),
+        verdict(component.rate() >= 0.6 * spin_checkout.rate()),
     );
     println!(
         "PLC directory lookups during the run: {}",

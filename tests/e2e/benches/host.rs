@@ -17,29 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
+use outpost_e2e::bench::{CONNECTIONS, Stats, addr_of};
 use outpost_test_kit::{TestApp, TestDb, probe_manifest, product_manifest, require_wasm};
-
-const CONNECTIONS: usize = 32;
-
-struct Stats {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Stats {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
 
 /// Drives `CONNECTIONS` keep-alive connections at `addr` for `duration`.
 async fn load(addr: SocketAddr, path: &str, duration: Duration) -> anyhow::Result<Stats> {
@@ -75,21 +54,12 @@ async fn load(addr: SocketAddr, path: &str, duration: Duration) -> anyhow::Resul
             Ok::<_, anyhow::Error>((lat, errors))
         }));
     }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
+    let mut parts = Vec::new();
     for t in tasks {
-        let (lat, e) = t.await??;
-        latencies_us.extend(lat);
-        errors += e;
+        let (lat, errors) = t.await??;
+        parts.push((lat, usize::MAX, errors));
     }
-    let elapsed = start.elapsed();
-    latencies_us.sort_unstable();
-    Ok(Stats {
-        requests: latencies_us.len(),
-        errors,
-        elapsed,
-        latencies_us,
-    })
+    Ok(Stats::merge(parts, start.elapsed()))
 }
 
 /// A plain hyper HTTP/1.1 server answering "hello".
@@ -115,23 +85,19 @@ async fn hello_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
-    Ok(url.trim_start_matches("http://").parse()?)
-}
-
 fn row(name: &str, s: &Stats, hello: Option<&Stats>) {
     let ratio = hello
         .map(|h| {
             format!(
                 "{:>6.2}x slower ({:.1}% of hello's req/s)",
-                h.rps() / s.rps(),
-                100.0 * s.rps() / h.rps()
+                h.rate() / s.rate(),
+                100.0 * s.rate() / h.rate()
             )
         })
         .unwrap_or_else(|| "baseline".into());
     println!(
         "{name:<34} {:>10.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   errors {:>4}   {ratio}",
-        s.rps(),
+        s.rate(),
         s.percentile(0.50),
         s.percentile(0.99),
         s.errors

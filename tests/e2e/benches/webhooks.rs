@@ -24,48 +24,11 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use outpost_e2e::bench::{CONNECTIONS, SPIN_CHECKOUT_RESET, Stats};
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
 use sha2::Sha256;
 
-const CONNECTIONS: usize = 32;
 const KEY: &[u8] = b"replicate signing key, 32 bytes!";
-
-struct Stats {
-    ok: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Stats {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
-
-fn merge(parts: Vec<(Vec<u64>, usize, usize)>, elapsed: Duration) -> Stats {
-    let mut latencies_us = Vec::new();
-    let (mut ok, mut errors) = (0, 0);
-    for (lat, o, e) in parts {
-        latencies_us.extend(lat);
-        ok += o;
-        errors += e;
-    }
-    latencies_us.sort_unstable();
-    Stats {
-        ok,
-        errors,
-        elapsed,
-        latencies_us,
-    }
-}
 
 /// A Replicate `completed` prediction of a realistic size (about 1 KB).
 fn prediction(id: &str) -> String {
@@ -152,7 +115,7 @@ async fn load_receiver(addr: SocketAddr, run: &str, duration: Duration) -> anyho
     for t in tasks {
         parts.push(t.await??);
     }
-    Ok(merge(parts, start.elapsed()))
+    Ok(Stats::merge(parts, start.elapsed()))
 }
 
 /// `GET` handshakes through the same host and component, which touch no
@@ -196,14 +159,8 @@ async fn load_handshake(addr: SocketAddr, duration: Duration) -> anyhow::Result<
     for t in tasks {
         parts.push(t.await??);
     }
-    Ok(merge(parts, start.elapsed()))
+    Ok(Stats::merge(parts, start.elapsed()))
 }
-
-/// What deadpool's `RecyclingMethod::Clean` sends on every checkout: real
-/// Spin's Postgres pool (and the test host's) recycles a connection this way
-/// each time a component calls `Connection::open`.
-const CLEAN_RECYCLE: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
-     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
 
 /// The receiver's own SQL call made natively the way Spin's Postgres path
 /// makes it (a recycled checkout, then the statement unprepared), through
@@ -227,7 +184,7 @@ async fn load_spin_path(db: &TestDb, run: &str, duration: Duration) -> anyhow::R
                 n += 1;
                 let body = prediction(&id);
                 let t = Instant::now();
-                client.batch_execute(CLEAN_RECYCLE).await?;
+                client.batch_execute(SPIN_CHECKOUT_RESET).await?;
                 client
                     .query(
                         "select public.store_webhook_event($1::text, $2::text, $3::text, $4::text::jsonb, $5::text, $6::text) as stored",
@@ -244,7 +201,7 @@ async fn load_spin_path(db: &TestDb, run: &str, duration: Duration) -> anyhow::R
     for t in tasks {
         parts.push(t.await??);
     }
-    Ok(merge(parts, start.elapsed()))
+    Ok(Stats::merge(parts, start.elapsed()))
 }
 
 /// The same rows inserted directly: one autocommitted `INSERT` per row
@@ -284,7 +241,7 @@ async fn load_bare_insert(db: &TestDb, run: &str, duration: Duration) -> anyhow:
     for t in tasks {
         parts.push(t.await??);
     }
-    Ok(merge(parts, start.elapsed()))
+    Ok(Stats::merge(parts, start.elapsed()))
 }
 
 fn row(name: &str, s: &Stats) {
@@ -293,7 +250,7 @@ fn row(name: &str, s: &Stats) {
         s.rate(),
         s.percentile(0.50),
         s.percentile(0.99),
-        s.ok,
+        s.requests,
         s.errors
     );
 }
@@ -373,12 +330,12 @@ async fn run() -> anyhow::Result<()> {
         } else {
             "NOT met"
         },
-        receiver.ok
+        receiver.requests
     );
     anyhow::ensure!(
-        in_table >= receiver.ok as i64,
+        in_table >= receiver.requests as i64,
         "every acknowledged webhook must be stored: {in_table} rows for {} acknowledged",
-        receiver.ok
+        receiver.requests
     );
     app.stop().await;
     Ok(())

@@ -1,1 +1,4 @@
-//! End-to-end tests for Outpost live in `tests/`, the benchmark in `benches/`.
+//! End-to-end tests for Outpost live in `tests/`, the benchmarks in
+//! `benches/`; this library holds what the benchmarks share.
+
+pub mod bench;
