@@ -57,7 +57,8 @@ async fn load(addr: SocketAddr, path: &str, duration: Duration) -> anyhow::Resul
     let mut parts = Vec::new();
     for t in tasks {
         let (lat, errors) = t.await??;
-        parts.push((lat, usize::MAX, errors));
+        let requests = lat.len();
+        parts.push((lat, requests, errors));
     }
     Ok(Stats::merge(parts, start.elapsed()))
 }

@@ -32,20 +32,17 @@ pub struct Stats {
 impl Stats {
     /// Every latency counts as a request.
     pub fn from_latencies(latencies_us: Vec<u64>, errors: usize, elapsed: Duration) -> Self {
-        Self::merge(vec![(latencies_us, usize::MAX, errors)], elapsed)
+        let requests = latencies_us.len();
+        Self::merge(vec![(latencies_us, requests, errors)], elapsed)
     }
 
     /// Joins the parts of concurrent workers, each `(latencies, counted,
-    /// errors)`; `counted == usize::MAX` means "every latency counts".
+    /// errors)`.
     pub fn merge(parts: Vec<(Vec<u64>, usize, usize)>, elapsed: Duration) -> Self {
         let mut latencies_us = Vec::new();
         let (mut requests, mut errors) = (0, 0);
         for (latencies, counted, failed) in parts {
-            requests += if counted == usize::MAX {
-                latencies.len()
-            } else {
-                counted
-            };
+            requests += counted;
             errors += failed;
             latencies_us.extend(latencies);
         }
