@@ -1,34 +1,39 @@
 //! One run: claim due posts in small batches (one per account in flight,
-//! oldest first), hand each to `publish` through service chaining with its
-//! fencing token, until nothing is due or the run's time is up; then one
-//! metrics refresh.
+//! oldest first) and publish each in this instance with its fencing token
+//! (the `publishing` library), until nothing is due or the run's time is
+//! up; then one metrics refresh.
 //!
-//! Leases: a batch is claimed for `lease_seconds` x `batch_size`, since its
-//! last post waits for the ones before it; `publish` extends the lease of
-//! the post it takes to at least `lease_seconds` from then, and bounds every
-//! platform call by what is left of it (at most `call_timeout`, 10 s by
-//! default). So a hung platform ends the attempt before the lease does; if
-//! a worker dies instead, the lease runs out and the next claim takes the
-//! post again (`lease_expired` event), and the dead worker's late results
-//! are refused by their stale token.
+//! Why in this instance: a cron-served component may not call another by
+//! service chaining (real Spin refuses to start the whole app,
+//! `../shared/SPIN.md` §0), and publishing the batch one post after the
+//! other is what the hand-over did anyway.
+//!
+//! Leases: a batch is claimed for one short lease (`lease_seconds`, 20 s
+//! by default), and this worker renews every lease it still holds, the
+//! post it publishes and those of its batch that wait, at least every
+//! third of a lease: between posts and before each outside call. Every
+//! platform call is bounded by what is left of the lease (at most
+//! `call_timeout`, 10 s by default). So a hung platform ends the attempt
+//! before the lease does; a worker that dies stops renewing, and its posts
+//! (with their accounts) are claimable again within one lease
+//! (`lease_expired` event); its late results are refused by their stale
+//! token.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use publishing::attempt::{self, PublishRequest};
+use publishing::config::Config;
+use publishing::lease::{HeldLease, HeldLeases};
+use publishing::metrics;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::Error;
 use shared::db::Database;
-use shared::outbound::OutboundRequest;
 use spin_sdk::pg4::ParameterValue;
 use uuid::Uuid;
 
 use crate::sql;
-
-/// Where `publish` answers (Spin service chaining).
-const PUBLISH_URL: &str = "http://publish.spin.internal/publish";
-/// Where `publish` refreshes metrics.
-const METRICS_URL: &str = "http://publish.spin.internal/metrics";
 
 /// How a run behaves. The cron trigger uses the defaults; `POST
 /// /jobs/schedule-claim` may send any of these as a JSON body.
@@ -37,10 +42,11 @@ const METRICS_URL: &str = "http://publish.spin.internal/metrics";
 pub struct Settings {
     /// Posts claimed at once (1..=50).
     pub batch_size: u32,
-    /// The lease one publish needs, in seconds (5..=900).
+    /// The lease of a claim and of each renewal, in seconds (5..=900):
+    /// how long a dead worker's posts wait before another worker takes them.
     pub lease_seconds: u32,
     /// The longest single platform call, in milliseconds (100..=60000);
-    /// `publish` uses 10 s when absent.
+    /// 10 s when absent.
     pub call_timeout_ms: Option<u64>,
     /// Stop claiming after this many seconds (1..=300).
     pub run_seconds: u64,
@@ -54,7 +60,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             batch_size: 5,
-            lease_seconds: 60,
+            lease_seconds: attempt::DEFAULT_LEASE_SECONDS,
             call_timeout_ms: None,
             // A cron run every minute: stop claiming well before the next.
             run_seconds: 45,
@@ -80,8 +86,8 @@ impl Settings {
         Ok(settings)
     }
 
-    fn claim_lease_seconds(&self) -> i32 {
-        i32::try_from(self.lease_seconds.saturating_mul(self.batch_size)).unwrap_or(i32::MAX)
+    fn lease(&self) -> Duration {
+        Duration::from_secs(u64::from(self.lease_seconds))
     }
 }
 
@@ -93,8 +99,9 @@ struct Claimed {
 
 /// Claims and publishes until nothing is due or time is up; answers
 /// `{"worker_id", "claimed", "outcomes": {"published": n, ...}, "errors",
-/// "metrics"}`.
+/// "stopped", "seconds", "metrics"}`.
 pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
+    let config = Config::load()?;
     let worker_id = format!(
         "schedule-claim/{}",
         &Uuid::new_v4().simple().to_string()[..12]
@@ -120,7 +127,7 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
             &sql::CLAIM_DUE_POSTS,
             &[
                 worker_id.clone().into(),
-                ParameterValue::Int32(settings.claim_lease_seconds()),
+                ParameterValue::Int32(i32::try_from(settings.lease_seconds).unwrap_or(60)),
                 ParameterValue::Int32(i32::try_from(batch_size).unwrap_or(1)),
             ],
         )?;
@@ -128,12 +135,37 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
             break;
         }
         claimed += u32::try_from(batch.len()).unwrap_or(u32::MAX);
-        for post in batch {
-            match hand_over(&post, settings) {
-                Ok(outcome) => *outcomes.entry(outcome).or_default() += 1,
+        let leases = HeldLeases::new(
+            db,
+            settings.lease(),
+            batch
+                .iter()
+                .map(|p| HeldLease {
+                    id: p.id,
+                    lease_token: p.lease_token,
+                })
+                .collect(),
+        );
+        for post in &batch {
+            leases.renew_if_due();
+            if !leases.holds(post.id, post.lease_token) {
+                // Taken over while it waited (this worker stalled past its
+                // lease): the other worker publishes it.
+                *outcomes.entry("lost".into()).or_default() += 1;
+                continue;
+            }
+            let request = PublishRequest {
+                scheduled_post_id: post.id,
+                lease_token: post.lease_token,
+                lease_seconds: Some(settings.lease_seconds),
+                call_timeout_ms: settings.call_timeout_ms,
+            };
+            match attempt::run(db, &config, &request, &leases) {
+                Ok(report) => *outcomes.entry(report.outcome.to_string()).or_default() += 1,
                 Err(error) => {
-                    // The post stays leased; its lease runs out and the next
-                    // claim takes it again.
+                    // The post stays leased until its lease runs out (it is
+                    // no longer renewed); the next claim takes it again.
+                    leases.release(post.id);
                     *outcomes.entry("error".into()).or_default() += 1;
                     if errors.len() < 5 {
                         errors.push(format!("{}: {error}", post.id));
@@ -143,7 +175,7 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
         }
     }
     let metrics = if settings.metrics {
-        call_metrics()
+        metrics::refresh(db, &config).unwrap_or_else(|e| json!({ "error": e.to_string() }))
     } else {
         Value::Null
     };
@@ -158,49 +190,6 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
     }))
 }
 
-/// Asks `publish` to publish one claimed post; answers its outcome.
-fn hand_over(post: &Claimed, settings: &Settings) -> Result<String, String> {
-    let mut body = json!({
-        "scheduled_post_id": post.id,
-        "lease_token": post.lease_token,
-        "lease_seconds": settings.lease_seconds,
-    });
-    if let Some(ms) = settings.call_timeout_ms {
-        body["call_timeout_ms"] = json!(ms);
-    }
-    let reply = OutboundRequest::post(PUBLISH_URL)
-        .json(&body)
-        .timeout(Duration::from_secs(u64::from(settings.lease_seconds) + 30))
-        .send()
-        .map_err(|e| e.to_string())?;
-    if reply.status != 200 {
-        return Err(format!(
-            "publish answered {}: {}",
-            reply.status,
-            reply.text().chars().take(300).collect::<String>()
-        ));
-    }
-    let answer: Value = reply.json().map_err(|e| e.to_string())?;
-    Ok(answer
-        .get("outcome")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_string())
-}
-
-/// One metrics refresh through `publish`; its report, or the error.
-fn call_metrics() -> Value {
-    match OutboundRequest::post(METRICS_URL)
-        .json(&json!({}))
-        .timeout(Duration::from_secs(30))
-        .send()
-    {
-        Ok(reply) if reply.status == 200 => reply.json().unwrap_or(Value::Null),
-        Ok(reply) => json!({ "error": format!("metrics answered {}", reply.status) }),
-        Err(e) => json!({ "error": e.to_string() }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,8 +197,8 @@ mod tests {
     #[test]
     fn settings_default_and_clamp() {
         let d = Settings::from_body(b"").unwrap();
-        assert_eq!((d.batch_size, d.lease_seconds, d.run_seconds), (5, 60, 45));
-        assert_eq!(d.claim_lease_seconds(), 300);
+        assert_eq!((d.batch_size, d.lease_seconds, d.run_seconds), (5, 20, 45));
+        assert_eq!(d.lease(), Duration::from_secs(20));
         let s = Settings::from_body(
             br#"{"batch_size": 500, "lease_seconds": 1, "call_timeout_ms": 5}"#,
         )

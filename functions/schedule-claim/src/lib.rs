@@ -1,13 +1,17 @@
-//! `schedule-claim`: claims due scheduled posts with a lease and hands each
-//! to `publish` (service chaining, `http://publish.spin.internal`) with its
-//! fencing token; expired leases are taken again by the claim itself.
-//! Every run writes its `worker_heartbeats` row.
+//! `schedule-claim`: claims due scheduled posts with a short lease and
+//! publishes each with its fencing token in this instance (the
+//! `publishing` library), renewing the leases it holds while it works;
+//! expired leases are taken again by the claim itself. Every run writes its
+//! `worker_heartbeats` row. No service chaining: this component is served
+//! by the cron trigger, which refuses it (`../shared/SPIN.md` §0).
 //!
 //! Triggers: cron every minute, and `POST /jobs/schedule-claim` with
 //! `Authorization: Bearer <job_secret>` and an optional JSON body of
 //! settings (`batch_size`, `lease_seconds`, `call_timeout_ms`,
 //! `run_seconds`, `max_posts`, `metrics`; see `claim::Settings`).
-//! Variables: `database_url`, `job_secret`.
+//! Variables: `database_url`, `job_secret`, and publishing's:
+//! `bluesky_pds_url`, `bluesky_appview_url`, `x_api_url`,
+//! `linkedin_api_url`, `media_store_url`, `token_encryption_key`.
 
 pub mod claim;
 pub mod sql;

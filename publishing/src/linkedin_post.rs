@@ -79,7 +79,7 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
         Ok(token) => token,
         Err(outcome) => return Ok(*outcome),
     };
-    let Some(timeout) = a.deadline.next_call() else {
+    let Some(timeout) = a.next_call() else {
         return Ok(Outcome::retry("the lease ran out before the post was sent"));
     };
     if !a.record_sending(0, &text, None)? {

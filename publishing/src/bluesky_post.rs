@@ -132,7 +132,7 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
             if resolved.contains_key(handle) || resolved.len() >= MAX_MENTIONS {
                 continue;
             }
-            let did = a.deadline.next_call().and_then(|timeout| {
+            let did = a.next_call().and_then(|timeout| {
                 Xrpc::new(&a.config.pds_url)
                     .with_timeout(timeout)
                     .resolve_handle(handle)
@@ -148,7 +148,7 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
     // Images: read from storage, uploaded as blobs.
     let mut loaded = Vec::new();
     for (i, image) in images.iter().enumerate() {
-        let Some(timeout) = a.deadline.next_call() else {
+        let Some(timeout) = a.next_call() else {
             return Ok(out_of_time("before the images were read"));
         };
         match media::load(&a.config.media_store_url, image, i + 1, timeout) {
@@ -159,7 +159,7 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
     }
     let mut embed = a.post.embed.clone();
     if !loaded.is_empty() {
-        let Some(timeout) = a.deadline.next_call() else {
+        let Some(timeout) = a.next_call() else {
             return Ok(out_of_time("before the images were uploaded"));
         };
         let pds = Xrpc::new(&a.config.pds_url).with_timeout(timeout);
@@ -203,7 +203,7 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
     if let Some(embed) = embed {
         record["embed"] = embed;
     }
-    let Some(timeout) = a.deadline.next_call() else {
+    let Some(timeout) = a.next_call() else {
         return Ok(out_of_time("before createRecord"));
     };
     if !a.record_sending(0, &text, Some(&rkey))? {
@@ -343,7 +343,7 @@ fn is_ambiguous(failure: &XrpcFailure) -> bool {
 /// Asks the PDS what is under our key; `hashes` are the texts that count
 /// as ours (this attempt's, and an earlier intent's).
 fn settle(a: &Attempt<'_>, target: &Target<'_>, hashes: &[&String]) -> Settled {
-    let Some(timeout) = a.deadline.next_call() else {
+    let Some(timeout) = a.next_call() else {
         return Settled::Unknown("no time left in the lease to ask getRecord".into());
     };
     let pds = Xrpc::new(&a.config.pds_url).with_timeout(timeout);

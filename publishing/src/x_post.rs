@@ -44,7 +44,7 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
             continue;
         }
         let resent = earlier.is_some();
-        let Some(timeout) = a.deadline.next_call() else {
+        let Some(timeout) = a.next_call() else {
             return Ok(Outcome::retry(format!(
                 "the lease ran out after {} of {} posts of the thread; the rest follows on the next attempt",
                 ids.len(),
@@ -233,7 +233,7 @@ fn find_recent(
     text: &str,
     since: Option<&str>,
 ) -> Result<Option<String>, Box<Outcome>> {
-    let Some(timeout) = a.deadline.next_call() else {
+    let Some(timeout) = a.next_call() else {
         return Err(Box::new(Outcome::retry(
             "X says the post is a duplicate; no time left to look it up",
         )));

@@ -1,4 +1,4 @@
-//! The component's settings, read once per request from Spin variables.
+//! Publishing settings, read once per run from the linking component's Spin variables.
 
 use shared::{Error, config};
 

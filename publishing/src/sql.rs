@@ -1,5 +1,5 @@
-//! Every SQL call `publish` sends (functions of migration 0014), each one
-//! row holding one `jsonb` value.
+//! Every SQL call publishing sends (functions of migrations 0014 and 0018),
+//! each one row holding one `jsonb` value.
 
 use shared::sql::SqlCall;
 
@@ -9,6 +9,13 @@ use shared::sql::SqlCall;
 pub const BEGIN: SqlCall = SqlCall {
     name: "begin_scheduled_post_publish",
     sql: "select public.begin_scheduled_post_publish($1::uuid, $2::bigint, $3::int)",
+};
+
+/// `$1` leases jsonb `[{"id", "lease_token"}]`, `$2` lease seconds -> the
+/// ones renewed `[{"id", "lease_token", "lease_remaining_ms"}]`.
+pub const RENEW_LEASES: SqlCall = SqlCall {
+    name: "renew_scheduled_post_leases",
+    sql: "select public.renew_scheduled_post_leases($1::jsonb, $2::int)",
 };
 
 /// `$1` post id, `$2` lease token, `$3` part index, `$4` platform, `$5`

@@ -2,6 +2,7 @@
 //! token (`begin`, which also extends the lease for this attempt), check it,
 //! send it to its platform, record the outcome.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,15 +15,18 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::deadline::Deadline;
+use crate::lease::HeldLeases;
 use crate::outcome::{self, Outcome, Report};
 use crate::{bluesky_post, linkedin_post, sql, x_post};
 
-/// The lease an attempt asks for when the caller names none.
-pub const DEFAULT_LEASE_SECONDS: u32 = 60;
+/// The lease an attempt asks for when the caller names none: short, since
+/// the worker renews it while it works ([`HeldLeases`]) and a dead worker's
+/// posts wait for it to run out.
+pub const DEFAULT_LEASE_SECONDS: u32 = 20;
 /// The longest one outside call may take when the caller names none.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What `schedule-claim` sends: the claimed post and its fencing token.
+/// One claimed post to publish, with its fencing token.
 #[derive(Debug, Deserialize)]
 pub struct PublishRequest {
     /// The scheduled post.
@@ -174,8 +178,12 @@ pub struct Attempt<'a> {
     pub parts: Vec<Part>,
     /// The lease token.
     pub token: i64,
-    /// Time left for calls.
-    pub deadline: Deadline,
+    /// Time left for calls, moved on when the lease is renewed.
+    pub deadline: Cell<Deadline>,
+    /// The longest single call.
+    pub call_timeout: Duration,
+    /// The worker's leases, renewed between calls.
+    pub leases: &'a HeldLeases<'a>,
     /// Who holds the lease (for the session's creating lease).
     pub worker_id: String,
 }
@@ -186,6 +194,20 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 impl Attempt<'_> {
+    /// The timeout for the next outside call, after renewing the worker's
+    /// leases when due; `None` when too little of the lease is left to
+    /// start one (the lease was lost, or the database could not renew it).
+    pub fn next_call(&self) -> Option<Duration> {
+        self.leases.renew_if_due();
+        if let Some(ms) = self.leases.remaining_ms(self.post.id) {
+            let renewed = Deadline::from_lease(ms, self.call_timeout);
+            if renewed.left() > self.deadline.get().left() {
+                self.deadline.set(renewed);
+            }
+        }
+        self.deadline.get().next_call()
+    }
+
     /// The earlier state of part `index`, if any.
     pub fn part(&self, index: usize) -> Option<&Part> {
         self.parts
@@ -263,8 +285,15 @@ impl Attempt<'_> {
     }
 }
 
-/// Publishes the post named in `request` once, and records how it went.
-pub fn run(db: &Database, config: &Config, request: &PublishRequest) -> Result<Report, Error> {
+/// Publishes the post named in `request` once, and records how it went;
+/// `leases` holds the worker's leases (this post's among them) and is
+/// renewed between the attempt's outside calls.
+pub fn run(
+    db: &Database,
+    config: &Config,
+    request: &PublishRequest,
+    leases: &HeldLeases<'_>,
+) -> Result<Report, Error> {
     let lease_seconds = request
         .lease_seconds
         .unwrap_or(DEFAULT_LEASE_SECONDS)
@@ -282,6 +311,7 @@ pub fn run(db: &Database, config: &Config, request: &PublishRequest) -> Result<R
         ],
     )?;
     let (true, Some(post)) = (begun.accepted, begun.post) else {
+        leases.release(request.scheduled_post_id);
         return Ok(Report::stale(request.scheduled_post_id));
     };
     let id = post.id;
@@ -306,12 +336,18 @@ pub fn run(db: &Database, config: &Config, request: &PublishRequest) -> Result<R
                 account,
                 parts: begun.parts,
                 token,
-                deadline: Deadline::from_lease(begun.lease_remaining_ms, call_timeout),
+                deadline: Cell::new(Deadline::from_lease(begun.lease_remaining_ms, call_timeout)),
+                call_timeout,
+                leases,
             };
             dispatch(&attempt)?
         }
     };
-    outcome::record(db, id, token, outcome)
+    let report = outcome::record(db, id, token, outcome);
+    // Recorded (or not: then the lease runs out and the post is taken
+    // again); either way this worker is done with it.
+    leases.release(id);
+    report
 }
 
 /// Checks what every platform needs, then hands over to the platform.
