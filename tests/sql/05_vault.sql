@@ -65,8 +65,9 @@ select set_config('request.jwt.claims', '', true);
 select ok(current_setting('test.secret_id', true) ~ '^[0-9a-f-]{36}$', 'create_account_secret returned a uuid');
 select is((select count(*) from vault.secrets where id = current_setting('test.secret_id')::uuid), 1::bigint,
           'the secret is stored in vault.secrets');
-select is((select name from vault.secrets where id = current_setting('test.secret_id')::uuid), 'bsky-vault-owner',
-          'the secret keeps its name');
+select is((select name from vault.secrets where id = current_setting('test.secret_id')::uuid),
+          '00000000-0000-4000-8000-0000000005a1/bsky-vault-owner',
+          'the secret keeps its name, under its owner''s id (0016: names are namespaced per user)');
 select is_empty($$select 1 from vault.secrets s where s::text like '%app-pw-zebra-7731%'$$,
                 'vault.secrets holds no clear text (no column of any row contains the password)');
 select is((select decrypted_secret from vault.decrypted_secrets where id = current_setting('test.secret_id')::uuid),
