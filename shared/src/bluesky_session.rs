@@ -202,14 +202,35 @@ fn renew(
     }
 }
 
-fn save(db: &Database, account_id: Uuid, session: &Session, how: &str) -> Result<(), Error> {
+/// What `save_bluesky_session` answers: a session whose DID is not the
+/// account's is refused (migration 0017), and the first one created with
+/// the account's own app password verifies the account.
+#[derive(Deserialize)]
+struct Saved {
+    saved: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Stores `session`; a refused one (the app password logs in as another
+/// DID, or the identity is verified by another user) leaves nothing stored
+/// and is [`SessionFailure::Unusable`] with the reason (the account has
+/// been stopped with it).
+fn save(
+    db: &Database,
+    account_id: Uuid,
+    session: &Session,
+    how: &str,
+) -> Result<(), SessionFailure> {
     let body = json!({
         "did": session.did,
         "handle": session.handle,
         "accessJwt": session.access_jwt,
         "refreshJwt": session.refresh_jwt,
     });
-    db.call_json(
+    let saved: Saved = db.call(
         &SAVE_SESSION,
         &[
             ParameterValue::Uuid(account_id.to_string()),
@@ -217,7 +238,16 @@ fn save(db: &Database, account_id: Uuid, session: &Session, how: &str) -> Result
             how.to_string().into(),
         ],
     )?;
-    Ok(())
+    if saved.saved {
+        return Ok(());
+    }
+    Err(SessionFailure::Unusable(format!(
+        "{} ({})",
+        saved
+            .message
+            .unwrap_or_else(|| "the session was refused".to_string()),
+        saved.reason.unwrap_or_else(|| "refused".to_string())
+    )))
 }
 
 /// Records a failed createSession and turns it into the caller's failure.

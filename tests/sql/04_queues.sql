@@ -33,6 +33,9 @@ select pg_temp.put('depth_base_t61', public.queue_depths(pg_temp.t('61 seconds')
 insert into auth.users (id, email) values ('00000000-0000-4000-8000-0000000004a1', 'queue@example.test');
 insert into public.connected_accounts (id, user_id, platform, platform_user_id, username) values
   ('00000000-0000-4000-8000-00000004ca01', '00000000-0000-4000-8000-0000000004a1', 'bluesky', 'did:plc:queue', 'queue.bsky.social');
+-- a real account (verified by the service) and a user who can pay for generations and AI jobs (0017)
+update public.connected_accounts set verified_at = now() where id = '00000000-0000-4000-8000-00000004ca01';
+update public.users set credits = 100 where id = '00000000-0000-4000-8000-0000000004a1';
 insert into public.drafts (id, user_id, text) values
   ('00000000-0000-4000-8000-00000004d001', '00000000-0000-4000-8000-0000000004a1', 'draft');
 

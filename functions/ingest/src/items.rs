@@ -159,7 +159,7 @@ fn account_for(run: &Run, item: &Item, platform_user_id: &str) -> Result<Account
     )?;
     account.ok_or_else(|| {
         Failure::permanent(format!(
-            "no connected {} account for user {}",
+            "no verified {} account for user {} (only an account whose identity the platform confirmed receives its events)",
             item.platform,
             parse::truncate(platform_user_id, 40)
         ))

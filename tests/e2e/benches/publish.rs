@@ -267,8 +267,8 @@ async fn end_to_end() -> anyhow::Result<()> {
         let id: Uuid = sql
             .query_one(
                 "insert into public.connected_accounts
-                   (user_id, platform, platform_user_id, username, handle, vault_secret_id)
-                 values ($1, 'bluesky', $2, $3, $3, $4) returning id",
+                   (user_id, platform, platform_user_id, username, handle, vault_secret_id, verified_at)
+                 values ($1, 'bluesky', $2, $3, $3, $4, now()) returning id",
                 &[&user, &fake.did, &handle, &secret],
             )
             .await?

@@ -38,8 +38,8 @@ async fn seed_account(db: &TestDb, handle: &str, did: &str) -> anyhow::Result<Uu
     client
         .execute(
             "insert into public.connected_accounts
-               (id, user_id, platform, platform_user_id, username, handle, vault_secret_id)
-             values ($1, $2, 'bluesky', $3, $4, $4, $5)",
+               (id, user_id, platform, platform_user_id, username, handle, vault_secret_id, verified_at)
+             values ($1, $2, 'bluesky', $3, $4, $4, $5, now())",
             &[&account, &user, &did, &handle, &secret],
         )
         .await?;

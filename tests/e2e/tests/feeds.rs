@@ -1031,8 +1031,8 @@ async fn publishing_writes_the_generator_record_and_republishing_keeps_it() {
         .get(0);
     sql.execute(
         "insert into public.connected_accounts
-           (user_id, platform, platform_user_id, username, handle, vault_secret_id)
-         values ($1, 'bluesky', $2, $3, $3, $4)",
+           (user_id, platform, platform_user_id, username, handle, vault_secret_id, verified_at)
+         values ($1, 'bluesky', $2, $3, $3, $4, now())",
         &[&owner, &alice.did, &alice.handle, &secret],
     )
     .await

@@ -117,9 +117,9 @@ async fn add_account(
         .query_one(
             "insert into public.connected_accounts
                (user_id, platform, platform_user_id, username, access_token, refresh_token,
-                token_key_id, token_expires_at, next_sync_at)
+                token_key_id, token_expires_at, next_sync_at, verified_at)
              values ($1, $2::text::public.platform_enum, $3, $4, $5, $6, 'k1',
-                     to_timestamp($7::float8), case when $8 then now() end)
+                     to_timestamp($7::float8), case when $8 then now() end, now())
              returning id",
             &[
                 &user,

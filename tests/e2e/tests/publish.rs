@@ -127,8 +127,8 @@ impl World {
             .sql
             .query_one(
                 "insert into public.connected_accounts
-                   (user_id, platform, platform_user_id, username, handle, vault_secret_id)
-                 values ($1, 'bluesky', $2, $3, $3, $4) returning id",
+                   (user_id, platform, platform_user_id, username, handle, vault_secret_id, verified_at)
+                 values ($1, 'bluesky', $2, $3, $3, $4, now()) returning id",
                 &[&user, &fake.did, &handle, &secret],
             )
             .await
@@ -150,8 +150,9 @@ impl World {
         self.sql
             .query_one(
                 "insert into public.connected_accounts
-                   (user_id, platform, platform_user_id, username, access_token, token_key_id, token_expires_at)
-                 values ($1, $2::text::public.platform_enum, $3, $4, $5, 'k1', now() + interval '2 hours')
+                   (user_id, platform, platform_user_id, username, access_token, token_key_id, token_expires_at,
+                    verified_at)
+                 values ($1, $2::text::public.platform_enum, $3, $4, $5, 'k1', now() + interval '2 hours', now())
                  returning id",
                 &[&user, &platform, &platform_user_id, &username, &sealed],
             )

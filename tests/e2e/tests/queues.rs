@@ -172,7 +172,9 @@ async fn every_queue_shares_a_thousand_items_between_eight_sessions() {
                select 'webhook', 'strava', 'activity:create', 'e' || n, jsonb_build_object('n', n)
                  from generate_series(1, {ITEMS}) as n;
              insert into public.ai_jobs (user_id, provider, model, prompt)
-               select '{user}', 'venice', 'flux', 'prompt ' || n from generate_series(1, {ITEMS}) as n;"
+               select '{user}', 'venice', 'flux', 'prompt ' || n from generate_series(1, {ITEMS}) as n;
+             -- each AI job costs a credit when claimed (migration 0017)
+             update public.users set credits = {ITEMS} where id = '{user}';"
         ))
         .await
         .unwrap();

@@ -446,8 +446,8 @@ async fn strava_events_of_our_subscription_are_stored_once_with_their_account() 
     .unwrap();
     let account: uuid::Uuid = pg
         .query_one(
-            "insert into public.connected_accounts (user_id, platform, platform_user_id, username)
-             values ($1, 'strava', '134815', 'runner') returning id",
+            "insert into public.connected_accounts (user_id, platform, platform_user_id, username, verified_at)
+             values ($1, 'strava', '134815', 'runner', now()) returning id",
             &[&user],
         )
         .await
