@@ -492,7 +492,7 @@ async fn a_missing_required_variable_stops_start_up_naming_it() -> Res {
     let bin = env!("CARGO_BIN_EXE_outpost-e2e-host");
     let manifest = probe_manifest();
     let out = tokio::process::Command::new(bin)
-        .args(["cron", "probe", "--manifest"])
+        .args(["cron", "probe-cron", "--manifest"])
         .arg(&manifest)
         .env_remove("SPIN_VARIABLE_DATABASE_URL")
         .env_remove("SPIN_VARIABLE_DATABASE_ADDRESS")
@@ -509,7 +509,7 @@ async fn a_missing_required_variable_stops_start_up_naming_it() -> Res {
 
     // SPIN_VARIABLE_* in the environment satisfies them (and reaches the guest).
     let out = tokio::process::Command::new(bin)
-        .args(["cron", "probe", "--manifest"])
+        .args(["cron", "probe-cron", "--manifest"])
         .arg(&manifest)
         .env("SPIN_VARIABLE_DATABASE_URL", db.url())
         .env("SPIN_VARIABLE_DATABASE_ADDRESS", db.address())
@@ -656,7 +656,7 @@ async fn cron_components_fire_on_demand() -> Res {
         .await?;
     let app = probe_app(&db, true).await?;
     let before = outpost_host::cron::now_seconds();
-    app.fire_cron("probe").await?;
+    app.fire_cron("probe-cron").await?;
     let row = client
         .query_one("select fired_at, mark::text from probe_cron_marks", &[])
         .await?;
@@ -679,7 +679,7 @@ async fn cron_components_fire_on_demand() -> Res {
             .variable("cron_mode", mode)
             .start()
             .await?;
-        match app.fire_cron("probe").await {
+        match app.fire_cron("probe-cron").await {
             Err(CronFailure::Guest(m)) if want_guest => assert!(m.contains("asked to fail")),
             Err(CronFailure::Trap(_)) if !want_guest => {}
             other => panic!("cron_mode {mode}: {other:?}"),

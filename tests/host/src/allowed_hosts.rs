@@ -140,6 +140,18 @@ impl AllowedHost {
         )
     }
 
+    /// Whether this entry names a service-chaining host the way Spin's
+    /// loader decides it (`crates/loader/src/local.rs`, `is_chaining_host`):
+    /// a literal host ending in `.spin.internal`, or exactly
+    /// `*.spin.internal`. `*` (any host) does not count, whatever the scheme.
+    pub fn names_service_chaining(&self) -> bool {
+        match &self.host {
+            HostPattern::Exact(h) => h.ends_with(SERVICE_CHAINING_SUFFIX),
+            HostPattern::Subdomain(suffix) => suffix == SERVICE_CHAINING_SUFFIX,
+            _ => false,
+        }
+    }
+
     /// The entry as written in the manifest.
     pub fn as_str(&self) -> &str {
         &self.original
@@ -434,6 +446,19 @@ mod tests {
         assert!(AllowedHosts::parse(&["insecure:allow-all"]).is_err());
         assert!(AllowedHost::parse("http://example.com/").is_ok());
         assert!(AllowedHost::parse("mqtt://broker").is_ok());
+    }
+
+    #[test]
+    fn entries_that_name_service_chaining() {
+        let names = |e: &str| AllowedHost::parse(e).unwrap().names_service_chaining();
+        assert!(names("http://publish.spin.internal"));
+        assert!(names("http://*.spin.internal"));
+        assert!(names("https://publish.spin.internal"));
+        assert!(names("*://*.spin.internal:*"));
+        assert!(!names("*://*:*"));
+        assert!(!names("http://spin.internal"));
+        assert!(!names("http://example.com"));
+        assert!(!names("postgres://127.0.0.1:5432"));
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::cron::{CronFailure, now_seconds, parse_expression};
 use crate::cron_bindings::fermyon::spin_cron::cron_types;
 use crate::error::HostError;
 use crate::manifest::{LoadedManifest, RouteConfig, StaticResponse};
+use crate::pg_tls::RootCertificate;
+use crate::postgres::PgPools;
 use crate::routes::{RouteMatch, Router, Target, WELL_KNOWN_PREFIX};
 use crate::runtime::{ACCEPTED_HTTP_EXPORTS, ComponentContext, compile, new_store};
 use crate::server::RunningServer;
@@ -40,6 +42,9 @@ pub struct HostConfig {
     /// Load only these components, like `spin up -c <id>`: triggers of other
     /// components are left out (and chaining to them fails). `None` loads all.
     pub components: Option<Vec<String>>,
+    /// A PEM root certificate every component's Postgres TLS connections
+    /// trust besides the system roots (see [`crate::pg_tls`]).
+    pub pg_root_cert: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -51,6 +56,7 @@ impl HostConfig {
             strict_single_jsonb: true,
             cron_scheduler: false,
             components: None,
+            pg_root_cert: None,
         }
     }
 }
@@ -75,12 +81,42 @@ pub struct AppInner {
     cron_scheduler: bool,
 }
 
+/// A component that passed the start-up checks, not yet compiled.
+struct PreparedComponent {
+    source: PathBuf,
+    variables: BTreeMap<String, String>,
+    environment: Vec<(String, String)>,
+    allowed_hosts: AllowedHosts,
+}
+
+/// An application that passed every start-up check that needs no compiled
+/// code: the manifest, component selection, Spin's host requirements per
+/// trigger, variables, templates, allow-lists, routes and cron expressions.
+/// [`App::load`] compiles it; [`App::check`] stops here.
+pub struct Prepared {
+    name: String,
+    version: Option<String>,
+    router: Router,
+    static_responses: BTreeMap<usize, StaticResponse>,
+    http_components: BTreeSet<String>,
+    cron_components: BTreeSet<String>,
+    cron: Vec<(String, croner::Cron)>,
+    values: BTreeMap<String, String>,
+    components: BTreeMap<String, PreparedComponent>,
+    pg_root: Option<RootCertificate>,
+}
+
+impl Prepared {
+    /// The IDs of the components that would be served.
+    pub fn component_ids(&self) -> impl Iterator<Item = &str> {
+        self.components.keys().map(String::as_str)
+    }
+}
+
 impl App {
-    /// Loads, validates and compiles an application. Errors are start-up
-    /// errors: bad manifest, missing required variables, bad templates,
-    /// allow-lists or cron expressions, components that do not compile or
-    /// do not export what their triggers need.
-    pub async fn load(config: HostConfig) -> Result<Self, HostError> {
+    /// Runs every start-up check that needs no compiled code (see
+    /// [`Prepared`]), so a manifest can be vetted without its `.wasm` files.
+    pub fn check(config: &HostConfig) -> Result<Prepared, HostError> {
         let mut loaded = LoadedManifest::load(&config.manifest)?;
         if let Some(selected) = &config.components {
             for id in selected {
@@ -96,6 +132,9 @@ impl App {
             m.trigger.cron.retain(|t| keep(&t.component));
         }
         let m = &loaded.manifest;
+        // Spin's triggers check their components' host requirements before
+        // anything else of theirs runs, and one refusal stops the app.
+        crate::requirements::check(m)?;
         let values = resolve_app_variables(m, &config.variables)?;
 
         let mut cron = Vec::new();
@@ -136,34 +175,6 @@ impl App {
             let Some(def) = m.component.get(id) else {
                 continue;
             };
-            let path = loaded.source_path(id)?;
-            let compiled = {
-                let id = id.clone();
-                tokio::task::spawn_blocking(move || compile(&id, &path))
-                    .await
-                    .map_err(|e| HostError::Wasmtime(e.to_string()))??
-            };
-            let err = |message: String| HostError::Component {
-                component: id.clone(),
-                message,
-            };
-            if http_components.contains(id) && compiled.proxy.is_none() {
-                return Err(err(format!(
-                    "Expected component to export one of {ACCEPTED_HTTP_EXPORTS}; it exports {:?}",
-                    compiled.other_http_exports
-                )));
-            }
-            if http_components.contains(id) && !compiled.other_http_exports.is_empty() {
-                return Err(err(format!(
-                    "component exports multiple different handlers: wasi:http/incoming-handler@0.2.* and {:?}",
-                    compiled.other_http_exports
-                )));
-            }
-            if cron_components.contains(id) && compiled.cron.is_none() {
-                return Err(err(
-                    "has a [[trigger.cron]] but does not export the world fermyon:spin-cron@2.0.0/spin-cron (handle-cron-event)".into(),
-                ));
-            }
             let mut variables = BTreeMap::new();
             for (key, template) in &def.variables {
                 variables.insert(key.clone(), render(template, &values)?);
@@ -191,8 +202,8 @@ impl App {
                 })?;
             components.insert(
                 id.clone(),
-                Arc::new(ComponentContext {
-                    id: id.clone(),
+                PreparedComponent {
+                    source: loaded.source_path(id)?,
                     variables,
                     environment: def
                         .environment
@@ -200,7 +211,75 @@ impl App {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     allowed_hosts,
-                    pg_pools: Default::default(),
+                },
+            );
+        }
+        let pg_root = config
+            .pg_root_cert
+            .as_deref()
+            .map(RootCertificate::from_file)
+            .transpose()?;
+
+        Ok(Prepared {
+            name: m.application.name.clone(),
+            version: m.application.version.clone(),
+            router,
+            static_responses,
+            http_components,
+            cron_components,
+            cron,
+            values,
+            components,
+            pg_root,
+        })
+    }
+
+    /// Loads, validates and compiles an application. Errors are start-up
+    /// errors: bad manifest, host requirements a trigger does not support,
+    /// missing required variables, bad templates, allow-lists or cron
+    /// expressions, an unreadable Postgres root certificate, components that
+    /// do not compile or do not export what their triggers need.
+    pub async fn load(config: HostConfig) -> Result<Self, HostError> {
+        let prepared = Self::check(&config)?;
+        let mut components = BTreeMap::new();
+        for (id, c) in prepared.components {
+            let compiled = {
+                let id = id.clone();
+                let path = c.source.clone();
+                tokio::task::spawn_blocking(move || compile(&id, &path))
+                    .await
+                    .map_err(|e| HostError::Wasmtime(e.to_string()))??
+            };
+            let err = |message: String| HostError::Component {
+                component: id.clone(),
+                message,
+            };
+            let served_by_http = prepared.http_components.contains(&id);
+            if served_by_http && compiled.proxy.is_none() {
+                return Err(err(format!(
+                    "Expected component to export one of {ACCEPTED_HTTP_EXPORTS}; it exports {:?}",
+                    compiled.other_http_exports
+                )));
+            }
+            if served_by_http && !compiled.other_http_exports.is_empty() {
+                return Err(err(format!(
+                    "component exports multiple different handlers: wasi:http/incoming-handler@0.2.* and {:?}",
+                    compiled.other_http_exports
+                )));
+            }
+            if prepared.cron_components.contains(&id) && compiled.cron.is_none() {
+                return Err(err(
+                    "has a [[trigger.cron]] but does not export the world fermyon:spin-cron@2.0.0/spin-cron (handle-cron-event)".into(),
+                ));
+            }
+            components.insert(
+                id.clone(),
+                Arc::new(ComponentContext {
+                    id: id.clone(),
+                    variables: c.variables,
+                    environment: c.environment,
+                    allowed_hosts: c.allowed_hosts,
+                    pg_pools: PgPools::new(prepared.pg_root.clone()),
                     compiled,
                 }),
             );
@@ -208,14 +287,14 @@ impl App {
 
         Ok(Self {
             inner: Arc::new(AppInner {
-                name: m.application.name.clone(),
-                version: m.application.version.clone(),
+                name: prepared.name,
+                version: prepared.version,
                 components,
-                router,
-                static_responses,
-                chainable: http_components,
-                cron,
-                variables: values,
+                router: prepared.router,
+                static_responses: prepared.static_responses,
+                chainable: prepared.http_components,
+                cron: prepared.cron,
+                variables: prepared.values,
                 strict_single_jsonb: config.strict_single_jsonb,
                 cron_scheduler: config.cron_scheduler,
             }),
@@ -544,5 +623,78 @@ impl AppInner {
             Ok(Err(cron_types::Error::Other(message))) => Err(CronFailure::Guest(message)),
             Err(e) => Err(CronFailure::Trap(format!("{e:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository's manifest with only its required variables given
+    /// (placeholders, as `outpost up` fills them in); everything else keeps
+    /// its default.
+    fn product_config(manifest: PathBuf) -> HostConfig {
+        let mut config = HostConfig::new(manifest);
+        config.variables = VariableSources {
+            overrides: [
+                ("database_url", "postgres://outpost@127.0.0.1:5432/outpost"),
+                ("database_address", "postgres://127.0.0.1:5432"),
+                ("job_secret", "a-placeholder-job-secret"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            env: Some(BTreeMap::new()),
+        };
+        config
+    }
+
+    #[test]
+    fn the_repository_spin_toml_passes_every_start_up_check() {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spin.toml");
+        let prepared = match App::check(&product_config(manifest)) {
+            Ok(p) => p,
+            Err(e) => panic!("spin.toml would not start: {e}"),
+        };
+        // Every component with a trigger is vetted, none skipped.
+        assert!(prepared.component_ids().any(|id| id == "status"));
+        assert!(prepared.component_ids().count() >= 10);
+    }
+
+    #[test]
+    fn a_refused_manifest_is_refused_before_any_wasm_is_read() {
+        let dir = std::env::temp_dir().join(format!("outpost-req-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("spin.toml");
+        std::fs::write(
+            &manifest,
+            r#"
+spin_manifest_version = 2
+[application]
+name = "t"
+[[trigger.cron]]
+component = "claim"
+cron_expression = "0 * * * * *"
+[[trigger.http]]
+route = { private = true }
+component = "publish"
+[component.claim]
+source = "missing-claim.wasm"
+allowed_outbound_hosts = ["http://publish.spin.internal"]
+[component.publish]
+source = "missing-publish.wasm"
+"#,
+        )
+        .unwrap();
+        let e = App::check(&HostConfig::new(&manifest))
+            .err()
+            .map(|e| e.to_string());
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "This application requires the following features that are not available in this version of the 'cron' trigger: local_service_chaining"
+            )
+        );
     }
 }

@@ -18,16 +18,21 @@ USAGE:
   outpost up [--manifest spin.toml] [--listen 127.0.0.1:3000] [--database-url URL]
              [--variable name=value]... [--migrations DIR] [--no-migrate]
              [--no-strict-jsonb] [--no-cron] [--state-dir DIR] [--component-id ID]...
+             [--pg-root-cert ca.pem]
       Serve every component of the manifest and run its cron schedules.
       Without a database URL (--database-url, --variable database_url=...,
       or SPIN_VARIABLE_DATABASE_URL), a throwaway PostgreSQL cluster is
       created from the machine's Postgres binaries and migrated; it is
       deleted on exit. database_address and job_secret are filled in when
-      not given.
+      not given. Postgres speaks TLS unless the URL says sslmode=disable
+      (sslmode=require insists on it); certificates are verified against
+      the system roots plus --pg-root-cert.
   outpost cron <component> [--manifest spin.toml] [--database-url URL] [--variable name=value]...
+             [--pg-root-cert ca.pem]
       Fire one cron component once and print its result.
-  outpost migrate --database-url URL [--dir migrations]
-      Apply pending migrations.
+  outpost migrate --database-url URL [--dir migrations] [--pg-root-cert ca.pem]
+      Apply pending migrations (TLS as above; libpq's sslrootcert=<file>
+      and sslmode=verify-ca|verify-full are accepted in the URL).
 ";
 
 struct Args {
@@ -135,7 +140,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
 
 /// `postgres://host:port` of a connection URL, for `allowed_outbound_hosts`.
 pub fn database_address(url: &str) -> anyhow::Result<String> {
-    let config: tokio_postgres::Config = url.parse().context("parsing the database URL")?;
+    let config: tokio_postgres::Config = url.parse().context(
+        "parsing the database URL (the components' Postgres client, like Spin's, takes tokio-postgres options only: sslmode=disable|prefer|require; give a root certificate with --pg-root-cert, not sslrootcert=)",
+    )?;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => bail!("the database URL needs a TCP host (Spin does not support Unix sockets)"),
@@ -160,6 +167,7 @@ async fn up(args: Args) -> anyhow::Result<()> {
         "--migrations",
         "--state-dir",
         "--component-id",
+        "--pg-root-cert",
     ])?;
     let manifest = PathBuf::from(args.one("--manifest").unwrap_or("spin.toml"));
     let listen: SocketAddr = args
@@ -212,7 +220,9 @@ async fn up(args: Args) -> anyhow::Result<()> {
         vars.insert("job_secret".into(), secret);
     }
     if !args.flag("--no-migrate") && migrations.is_dir() {
-        let report = crate::migrate::run(&database_url, &migrations).await?;
+        let report =
+            crate::migrate::run_with_root_cert(&database_url, &migrations, pg_root_cert(&args))
+                .await?;
         eprintln!("Migrations: {}", report.summary());
     }
 
@@ -224,7 +234,15 @@ async fn up(args: Args) -> anyhow::Result<()> {
     config.strict_single_jsonb = !args.flag("--no-strict-jsonb");
     config.cron_scheduler = !args.flag("--no-cron");
     config.components = args.options.get("--component-id").cloned();
-    let app = App::load(config).await?;
+    config.pg_root_cert = pg_root_cert(&args).map(Path::to_path_buf);
+    let app = match App::load(config).await {
+        Ok(app) => app,
+        // Spin's cron trigger prints its refusal, then `spin up` this line.
+        Err(e @ crate::HostError::UnsupportedHostRequirements { .. }) => {
+            bail!("{e}\n{}", crate::requirements::TRIGGER_EXITED)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -244,6 +262,10 @@ async fn up(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn pg_root_cert(args: &Args) -> Option<&Path> {
+    args.one("--pg-root-cert").map(Path::new)
+}
+
 fn manifest_dir(manifest: &Path) -> PathBuf {
     manifest
         .parent()
@@ -253,7 +275,12 @@ fn manifest_dir(manifest: &Path) -> PathBuf {
 }
 
 async fn cron(args: Args) -> anyhow::Result<()> {
-    args.check_known(&["--manifest", "--database-url", "--variable"])?;
+    args.check_known(&[
+        "--manifest",
+        "--database-url",
+        "--variable",
+        "--pg-root-cert",
+    ])?;
     let Some(component) = args.positional.first() else {
         bail!("cron needs a component ID\n\n{USAGE}");
     };
@@ -270,6 +297,7 @@ async fn cron(args: Args) -> anyhow::Result<()> {
         overrides: vars,
         env: None,
     };
+    config.pg_root_cert = pg_root_cert(&args).map(Path::to_path_buf);
     let app = App::load(config).await?;
     let result = app.fire_cron(component).await;
     app.close();
@@ -283,14 +311,14 @@ async fn cron(args: Args) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: Args) -> anyhow::Result<()> {
-    args.check_known(&["--database-url", "--dir"])?;
+    args.check_known(&["--database-url", "--dir", "--pg-root-cert"])?;
     let url = args
         .one("--database-url")
         .map(str::to_string)
         .or_else(|| std::env::var(env_key("database_url")).ok())
         .context("migrate needs --database-url")?;
     let dir = PathBuf::from(args.one("--dir").unwrap_or("migrations"));
-    let report = crate::migrate::run(&url, &dir).await?;
+    let report = crate::migrate::run_with_root_cert(&url, &dir, pg_root_cert(&args)).await?;
     println!("{}", report.summary());
     Ok(())
 }

@@ -47,6 +47,24 @@ pub enum HostError {
         /// What is wrong.
         message: String,
     },
+    /// A trigger serves a component whose host requirements it does not
+    /// support: Spin's own start-up error (SPIN.md §0), e.g. a cron-served
+    /// component that allows a `*.spin.internal` host.
+    #[error("This application requires the following features that are not available in this version of the '{trigger}' trigger: {}", .requirements.join(", "))]
+    UnsupportedHostRequirements {
+        /// The refusing trigger type (`cron`).
+        trigger: String,
+        /// The unmet requirements (`local_service_chaining`).
+        requirements: Vec<String>,
+    },
+    /// A root certificate for Postgres TLS could not be read or parsed.
+    #[error("postgres root certificate {path}: {message}")]
+    RootCertificate {
+        /// Where it was read from.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A component could not be read, compiled or linked.
     #[error("component {component:?}: {message}")]
     Component {

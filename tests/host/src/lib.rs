@@ -10,8 +10,16 @@
 //! `../shared/SPIN.md` (beside the repository) for the facts it mirrors.
 //!
 //! Deliberate differences from Spin 4.0.2:
-//! - Postgres: plain TCP (Spin uses TLS with `sslmode=prefer`); no 128 MiB
-//!   result limit; past 16 pools per component an arbitrary one is evicted.
+//! - Postgres: TLS as in Spin (native-tls, `prefer` unless the URL says
+//!   otherwise), but one extra root certificate for every component can be
+//!   given on the command line (`--pg-root-cert`), where Spin has no such
+//!   setting (its guests call postgres@4.1's `set-ca-root`; both honour
+//!   OpenSSL's `SSL_CERT_FILE`); no 128 MiB result limit; past 16 pools per
+//!   component an arbitrary one is evicted.
+//! - Host requirements: like Spin, a manifest where a cron-served component
+//!   allows a `*.spin.internal` host is refused at start-up with Spin's
+//!   message; but a templated entry that resolves to one (Spin judges the
+//!   raw entry and lets it pass) can chain here, even from a cron run.
 //! - Loud failures: a zero-row `query` errors instead of hanging (cron runs
 //!   too, although the real cron plugin is built on Spin 3.5, which returns
 //!   empty rows); `strict_single_jsonb` (on unless `--no-strict-jsonb`)
@@ -35,7 +43,9 @@ pub mod manifest;
 pub mod migrate;
 pub mod outbound_http;
 pub mod pg_cluster;
+pub mod pg_tls;
 pub mod postgres;
+pub mod requirements;
 pub mod routes;
 pub mod runtime;
 pub mod server;

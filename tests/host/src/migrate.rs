@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
 /// Serializes concurrent runners on one database (any constant works, as
@@ -133,12 +134,55 @@ pub fn fingerprint(dir: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Connects to `database_url` and applies the pending migrations in `dir`.
+/// Connects to `database_url` and applies the pending migrations in `dir`
+/// (TLS as [`run_with_root_cert`] without an extra root).
 pub async fn run(database_url: &str, dir: &Path) -> anyhow::Result<MigrationReport> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, NoTls)
-        .await
-        .context("connecting to the database (the runner speaks plain TCP: add sslmode=disable or use a local tunnel for TLS-only servers)")?;
-    let driver = tokio::spawn(connection);
+    run_with_root_cert(database_url, dir, None).await
+}
+
+/// Connects to `database_url` and applies the pending migrations in `dir`.
+///
+/// TLS as the components get it on Spin ([`crate::pg_tls`]): plain TCP only
+/// with `sslmode=disable`, otherwise TLS with verified certificates against
+/// the system roots plus `root_cert` (or the URL's libpq `sslrootcert=`);
+/// libpq's `sslmode=verify-ca` / `verify-full` are accepted and mean the same.
+pub async fn run_with_root_cert(
+    database_url: &str,
+    dir: &Path,
+    root_cert: Option<&Path>,
+) -> anyhow::Result<MigrationReport> {
+    let libpq = crate::pg_tls::libpq_tls(database_url);
+    let root_path = root_cert.map(Path::to_path_buf).or(libpq.root_cert);
+    let root = root_path
+        .as_deref()
+        .map(crate::pg_tls::RootCertificate::from_file)
+        .transpose()?;
+    // The URL may hold a password: errors name only host, port and mode.
+    let config: tokio_postgres::Config = libpq
+        .url
+        .parse()
+        .context("parsing the database URL (tokio-postgres options only: sslmode is disable, prefer or require)")?;
+    let target = describe_target(&config);
+    let connected = if config.get_ssl_mode() == SslMode::Disable {
+        config
+            .connect(NoTls)
+            .await
+            .map(|(client, conn)| (client, tokio::spawn(conn)))
+    } else {
+        let tls = crate::pg_tls::connector(root.as_ref()).context("setting up TLS")?;
+        config
+            .connect(tls)
+            .await
+            .map(|(client, conn)| (client, tokio::spawn(conn)))
+    };
+    let (mut client, driver) = connected.map_err(|e| {
+        // tokio-postgres's Display leaves out the cause (where TLS says why).
+        let text = format!("{:#}", anyhow::Error::new(e));
+        anyhow::anyhow!(
+            "connecting to the database at {target}: {text}{}",
+            crate::pg_tls::hint(&text)
+        )
+    })?;
     let report = apply(&mut client, dir).await;
     drop(client);
     // The connection task ends when the client is dropped; its own error, if
@@ -149,6 +193,24 @@ pub async fn run(database_url: &str, dir: &Path) -> anyhow::Result<MigrationRepo
         return Err(e).context("database connection failed");
     }
     report
+}
+
+/// `host:port (sslmode=...)` of a connection config, for error messages.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let mode = match config.get_ssl_mode() {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        _ => "other",
+    };
+    format!("{host}:{port} (sslmode={mode})")
 }
 
 /// Applies the pending migrations in `dir` over `client`, one transaction

@@ -107,6 +107,34 @@ impl PgCluster {
         format!("postgres://127.0.0.1:{}", self.port)
     }
 
+    /// Turns TLS on: writes the server's certificate chain and key (PEM)
+    /// into the data folder, owned by the server's user with the modes
+    /// PostgreSQL insists on, sets `ssl = on` and restarts the server.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) -> Result<(), HostError> {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.data.join(name);
+            fs::write(&path, text)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        let mut conf = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))?;
+        writeln!(
+            conf,
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )?;
+        self.restart()
+    }
+
+    /// The data folder (`pg_hba.conf`, `postgresql.conf`, ...).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// Whether the server is running.
     pub fn is_running(&self) -> bool {
         self.data.join("postmaster.pid").exists()

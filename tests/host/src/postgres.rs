@@ -21,6 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use postgres_protocol::types::{self as protocol, RangeBound};
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use wasmtime::component::Resource;
 
@@ -28,6 +29,7 @@ use crate::bindings::spin::postgres4_0_0::postgres::{
     self as pg, Column, DbDataType, DbError, DbValue, Error, ParameterValue, QueryError,
     RangeBoundKind, RowSet,
 };
+use crate::pg_tls::{self, RootCertificate};
 use crate::runtime::HostState;
 
 /// Spin's limit of open connections per instance.
@@ -52,9 +54,18 @@ pub struct PgConnection {
 #[derive(Default)]
 pub struct PgPools {
     pools: Mutex<HashMap<String, Pool>>,
+    root: Option<RootCertificate>,
 }
 
 impl PgPools {
+    /// Pools whose TLS connections also trust `root` (see [`crate::pg_tls`]).
+    pub fn new(root: Option<RootCertificate>) -> Self {
+        Self {
+            pools: Mutex::default(),
+            root,
+        }
+    }
+
     fn get_or_create(&self, address: &str, config: tokio_postgres::Config) -> Result<Pool, String> {
         let mut pools = self
             .pools
@@ -68,13 +79,18 @@ impl PgPools {
         {
             pools.remove(&evict);
         }
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Clean,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        };
+        // As Spin: plain TCP only when the URL says so; otherwise TLS
+        // (tokio-postgres's `prefer` falls back to plain TCP only when the
+        // server says it has no TLS).
+        let manager = if config.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        } else {
+            let tls = pg_tls::connector(self.root.as_ref()).map_err(|e| format!("{e:?}"))?;
+            Manager::from_config(config, tls, manager_config)
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_MAX_SIZE)
             .build()
