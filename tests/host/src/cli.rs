@@ -1,5 +1,6 @@
-//! The `outpost` command line: `up`, `cron`, `migrate`. Kept in the library so
-//! other packages (the end-to-end tests) can build the same binary.
+//! The `outpost` command line: `up`, `cron`, `migrate`, `wasm-test`. Kept in
+//! the library so other packages (the end-to-end tests) can build the same
+//! binary.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use anyhow::{Context, bail};
 use crate::app::{App, HostConfig};
 use crate::pg_cluster::PgCluster;
 use crate::variables::{VariableSources, env_key};
+
+pub mod wasm_test;
 
 const USAGE: &str = "\
 outpost: run Outpost's Spin application without Spin (a wasmtime host)
@@ -33,6 +36,10 @@ USAGE:
   outpost migrate --database-url URL [--dir migrations] [--pg-root-cert ca.pem]
       Apply pending migrations (TLS as above; libpq's sslrootcert=<file>
       and sslmode=verify-ca|verify-full are accepted in the URL).
+  outpost wasm-test <file.wasm> [args]...
+      Run a wasi:cli/run component (a `cargo test --target wasm32-wasip2`
+      binary: this is the target's runner) and exit with its code. Spin
+      imports trap when called.
 ";
 
 struct Args {
@@ -121,6 +128,11 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         print!("{USAGE}");
         return Ok(());
     };
+    // The guest's arguments are libtest's (`--test-threads 1`, filters):
+    // passed on untouched, not parsed as ours.
+    if command == "wasm-test" {
+        return wasm_test::main(rest).await;
+    }
     let args = parse_args(rest)?;
     if args.flag("--help") || args.flag("-h") {
         print!("{USAGE}");
