@@ -9,13 +9,13 @@
 //!    LOCKED LIMIT 1) RETURNING` loop; the functions' rates as a share of
 //!    the bare rate (target: >= 80 %). Also the bare loop plus the
 //!    `claimed` event the contract requires, to show what that costs.
-//! 2. Published posts per second end to end: `schedule-claim` + `publish`
+//! 2. Published posts per second end to end: `schedule-claim`
 //!    in the test host, 4 runs at once, against the fake PDS answering at
 //!    once; beside it, the same posts written straight to the same fake by
 //!    a native client (createRecord with 4 concurrent writers).
 //!
 //! Run: `cargo bench -p outpost-e2e --bench publish` (after
-//! `cargo build --target wasm32-wasip2 --release -p schedule-claim -p publish`).
+//! `cargo build --target wasm32-wasip2 --release -p schedule-claim`).
 //! `OUTPOST_BENCH_SECS` sets the seconds per claim target (default 5),
 //! `OUTPOST_TEST_DATABASE_URL` an existing PostgreSQL (else a private one).
 
@@ -243,7 +243,6 @@ async fn run_job(client: &reqwest::Client, app: &TestApp) -> anyhow::Result<Valu
 
 async fn end_to_end() -> anyhow::Result<()> {
     require_wasm("schedule-claim")?;
-    require_wasm("publish")?;
     let db = TestDb::new().await?;
     let sql = db.connect().await?;
     let pds = FakeBluesky::start().await?;
@@ -287,7 +286,7 @@ async fn end_to_end() -> anyhow::Result<()> {
     let total = E2E_ACCOUNTS * E2E_PER_ACCOUNT;
     let app = TestApp::builder(product_manifest())
         .database(&db)
-        .components(&["schedule-claim", "publish"])
+        .components(&["schedule-claim"])
         .variable("bluesky_pds_url", pds.url())
         .variable("bluesky_appview_url", pds.url())
         .start()

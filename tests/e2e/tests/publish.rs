@@ -1,4 +1,4 @@
-//! `schedule-claim` + `publish` end to end: the built components in the
+//! `schedule-claim` (with the `publishing` library) end to end: the built components in the
 //! test host over real Postgres, against loopback fakes of a Bluesky PDS,
 //! X and LinkedIn. Exactly once under concurrency and faults (the PDS
 //! commits then answers 500, hangs past the lease, a worker's lease runs
@@ -48,7 +48,6 @@ struct World {
 
 async fn world() -> World {
     require_wasm("schedule-claim").unwrap();
-    require_wasm("publish").unwrap();
     let db = TestDb::new().await.unwrap();
     let sql = db.connect().await.unwrap();
     let bsky = FakeBluesky::start().await.unwrap();
@@ -76,7 +75,7 @@ async fn world() -> World {
     .unwrap();
     let app = TestApp::builder(product_manifest())
         .database(&db)
-        .components(&["schedule-claim", "publish"])
+        .components(&["schedule-claim"])
         .variable("bluesky_pds_url", bsky.url())
         .variable("bluesky_appview_url", bsky.url())
         .variable("x_api_url", x.url())
@@ -1235,4 +1234,173 @@ async fn metrics_of_recent_bluesky_posts_reach_published_posts_and_engagement_hi
     // Refreshed a moment ago: the next run leaves it alone.
     let report = w.run(json!({})).await;
     assert_eq!(report["metrics"]["claimed"], 0, "{report}");
+}
+
+/// A replica of the app as its own `outpost up` process (the binary the
+/// tests build), serving only `schedule-claim` on the world's database and
+/// fakes, so a test can `kill -9` it.
+async fn replica_process(w: &World) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let variables = [
+        ("database_url", w._db.url()),
+        ("database_address", w._db.address()),
+        ("job_secret", TestApp::JOB_SECRET.to_string()),
+        ("bluesky_pds_url", w.bsky.url()),
+        ("bluesky_appview_url", w.bsky.url()),
+        ("x_api_url", w.x.url()),
+        ("linkedin_api_url", w.li.url()),
+        ("media_store_url", w._store.url()),
+        ("token_encryption_key", token_key()),
+    ];
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost-e2e-host"));
+    command
+        .arg("up")
+        .arg("--manifest")
+        .arg(product_manifest())
+        .args(["--listen", &listen, "--no-migrate", "--no-cron"])
+        .args(["--component-id", "schedule-claim"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in variables {
+        command.arg("--variable").arg(format!("{name}={value}"));
+    }
+    let child = command.spawn().unwrap();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(&listen).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the replica did not start listening on {listen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, format!("http://{listen}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_killed_mid_publish_frees_its_accounts_within_one_lease() {
+    // The product default: the claim's lease and each renewal's.
+    const LEASE_SECONDS: f64 = 20.0;
+    let w = world().await;
+    let user = w.user().await;
+    let mut posts = Vec::new();
+    let mut dids = Vec::new();
+    for i in 0..3 {
+        let (account, fake) = w.bluesky_account(user, &format!("crash{i}.test")).await;
+        posts.push(
+            w.schedule_draft(
+                user,
+                account,
+                &fake.did,
+                &format!("after the crash {i}"),
+                3.0 - f64::from(i),
+            )
+            .await,
+        );
+        dids.push(fake.did);
+    }
+    // Replica A claims all three (one per account) and hangs in its first
+    // createRecord (the PDS stores the record at once and never answers).
+    w.bsky
+        .inject(CREATE_RECORD, Fault::Hang(Duration::from_secs(120)));
+    let (mut replica_a, url_a) = replica_process(&w).await;
+    let run_a = tokio::spawn(async move {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("{url_a}/jobs/schedule-claim"))
+            .bearer_auth(TestApp::JOB_SECRET)
+            .json(&json!({ "metrics": false }))
+            .send()
+            .await
+    });
+    let bsky = w.bsky.clone();
+    wait_for(
+        "replica A's createRecord",
+        Duration::from_secs(30),
+        move || bsky.calls(CREATE_RECORD) == 1,
+    )
+    .await;
+    let leased: i64 = w
+        .sql
+        .query_one(
+            "select count(*) from public.scheduled_posts where status = 'posting'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leased, 3, "replica A holds the whole batch");
+
+    // kill -9, mid-publish.
+    replica_a.start_kill().unwrap();
+    replica_a.wait().await.unwrap();
+    let killed_at: chrono::DateTime<chrono::Utc> = w
+        .sql
+        .query_one("select clock_timestamp()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(run_a.await.unwrap().is_err(), "A never answered");
+
+    // Replica B (the in-process app) runs until everything is out.
+    let started = Instant::now();
+    loop {
+        w.run(json!({ "metrics": false })).await;
+        let open: i64 = w
+            .sql
+            .query_one(
+                "select count(*) from public.scheduled_posts where status <> 'posted'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{open} posts still not published"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // How long each account waited: from the kill to B's claim.
+    let mut waits = Vec::new();
+    for post in &posts {
+        let row = w
+            .sql
+            .query_one(
+                "select extract(epoch from (max(created_at) - $2))::float8,
+                        count(*) filter (where type = 'lease_expired'),
+                        count(*) filter (where type = 'success')
+                   from public.post_events
+                  where scheduled_post_id = $1 and type in ('claimed', 'lease_expired', 'success')",
+                &[post, &killed_at],
+            )
+            .await
+            .unwrap();
+        let (wait, expired, success): (f64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!((expired, success), (1, 1), "post {post}");
+        waits.push(wait);
+    }
+    let worst = waits.iter().copied().fold(0.0_f64, f64::max);
+    println!(
+        "accounts of the killed publisher waited {waits:.1?} s after the kill (lease {LEASE_SECONDS} s; the old batch lease was 300 s)"
+    );
+    assert!(
+        worst <= LEASE_SECONDS + 5.0,
+        "an account waited {worst:.1} s after its publisher died (lease {LEASE_SECONDS} s)"
+    );
+    // Exactly once: the hung record was stored by the PDS and settled by B.
+    for did in &dids {
+        assert_eq!(w.bsky.records(did, bluesky::POST).len(), 1, "{did}");
+    }
 }
