@@ -162,6 +162,12 @@ struct Begun {
     account_hold: Option<Hold>,
     #[serde(default)]
     lease_remaining_ms: i64,
+    /// `refused` when the post names another user's rows (it is failed).
+    #[serde(default)]
+    reason: Option<String>,
+    /// Why it was refused.
+    #[serde(default)]
+    refusal: Option<String>,
 }
 
 /// Everything a platform module needs for one attempt.
@@ -312,6 +318,12 @@ pub fn run(
     )?;
     let (true, Some(post)) = (begun.accepted, begun.post) else {
         leases.release(request.scheduled_post_id);
+        if begun.reason.as_deref() == Some("refused") {
+            let why = begun
+                .refusal
+                .unwrap_or_else(|| "the post names another user's rows".to_string());
+            return Ok(Report::refused(request.scheduled_post_id, why));
+        }
         return Ok(Report::stale(request.scheduled_post_id));
     };
     let id = post.id;

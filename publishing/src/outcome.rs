@@ -105,7 +105,8 @@ impl Outcome {
 pub struct Report {
     /// The scheduled post.
     pub scheduled_post_id: Uuid,
-    /// `published`, `retry`, `failed`, `dead`, `deferred` or `stale`.
+    /// `published`, `retry`, `failed`, `dead`, `deferred`, `stale` or
+    /// `refused`.
     pub outcome: &'static str,
     /// The platform id, when published.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +128,18 @@ impl Report {
             platform_post_id: None,
             url: None,
             error: None,
+        }
+    }
+
+    /// The answer for a post the database refused to begin (it names
+    /// another user's rows); the post is already failed with `reason`.
+    pub fn refused(id: Uuid, reason: String) -> Self {
+        Report {
+            scheduled_post_id: id,
+            outcome: "refused",
+            platform_post_id: None,
+            url: None,
+            error: Some(reason),
         }
     }
 }
