@@ -7,6 +7,7 @@
 //! `getRecord` settles it: the record is there (done) or not (retry). An
 //! attempt that finds an earlier intent asks `getRecord` first.
 
+use shared::object_store::ObjectStore;
 use std::collections::HashMap;
 
 use chrono::{SecondsFormat, Utc};
@@ -151,7 +152,8 @@ pub fn publish(a: &Attempt<'_>) -> Result<Outcome, Error> {
         let Some(timeout) = a.next_call() else {
             return Ok(out_of_time("before the images were read"));
         };
-        match media::load(&a.config.media_store_url, image, i + 1, timeout) {
+        let store = ObjectStore::new(a.config.media_store.clone(), timeout);
+        match media::load(&store, image, i + 1) {
             Ok(image) => loaded.push(image),
             Err(ImageProblem::Permanent(problem)) => return Ok(Outcome::fail(problem)),
             Err(ImageProblem::Transient(problem)) => return Ok(Outcome::retry(problem)),

@@ -15,8 +15,8 @@ pub struct Config {
     pub x_api_url: String,
     /// The LinkedIn API.
     pub linkedin_api_url: String,
-    /// The object store post images are read from.
-    pub media_store_url: String,
+    /// The object store post images are read from (signed requests).
+    pub media_store: shared::object_store::StoreConfig,
     /// Base64 AES-256-GCM key of OAuth tokens at rest (may be empty: X and
     /// LinkedIn posts then fail with a configuration message).
     pub token_encryption_key: String,
@@ -30,7 +30,7 @@ impl std::fmt::Debug for Config {
             .field("appview_url", &self.appview_url)
             .field("x_api_url", &self.x_api_url)
             .field("linkedin_api_url", &self.linkedin_api_url)
-            .field("media_store_url", &self.media_store_url)
+            .field("media_store", &self.media_store)
             .finish_non_exhaustive()
     }
 }
@@ -46,7 +46,7 @@ impl Config {
             appview_url: url("bluesky_appview_url")?,
             x_api_url: url("x_api_url")?,
             linkedin_api_url: url("linkedin_api_url")?,
-            media_store_url: url("media_store_url")?,
+            media_store: shared::object_store::StoreConfig::from_variables()?,
             token_encryption_key: config::maybe_empty("token_encryption_key")?,
         })
     }

@@ -14,7 +14,7 @@
 //!
 //! Variables (of the linking component): `database_url`,
 //! `bluesky_pds_url`, `bluesky_appview_url`, `x_api_url`,
-//! `linkedin_api_url`, `media_store_url`, `token_encryption_key`.
+//! `linkedin_api_url`, `media_store_*` (`shared::object_store`), `token_encryption_key`.
 
 pub mod attempt;
 pub mod bluesky_post;

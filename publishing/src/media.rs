@@ -8,14 +8,13 @@
 //!
 //! or `{"ai_asset_id": "<ai_assets.id>", "alt": "..."}`, which `begin`
 //! turns into the asset's bucket, path and MIME type. The bytes are read
-//! with a plain `GET {media_store_url}/{bucket}/{path}` (path-style, as an
-//! S3-compatible store serves a readable bucket). At most 4 images, each
-//! with alt text, each at most 1,000,000 bytes (Bluesky's blob limit).
-
-use std::time::Duration;
+//! with a SigV4-signed `GET` of `{bucket}/{path}` through
+//! `shared::object_store` (the `media_store_*` variables), so buckets stay
+//! private. At most 4 images, each with alt text, each at most 1,000,000
+//! bytes (Bluesky's blob limit).
 
 use serde_json::Value;
-use shared::outbound::OutboundRequest;
+use shared::object_store::{ObjectStore, StoreFailure};
 
 /// Bluesky's image count limit.
 pub const MAX_IMAGES: usize = 4;
@@ -105,54 +104,31 @@ pub fn check(media: &[Value]) -> Result<Vec<ImageRef>, String> {
         .collect()
 }
 
-/// `{base}/{bucket}/{path}` with each segment percent-encoded.
-pub fn object_url(base: &str, image: &ImageRef) -> Result<String, String> {
-    let mut url = url::Url::parse(base).map_err(|e| format!("media_store_url: {e}"))?;
-    {
-        let mut segments = url
-            .path_segments_mut()
-            .map_err(|()| "media_store_url cannot take a path".to_string())?;
-        segments.pop_if_empty();
-        segments.push(&image.bucket);
-        for segment in image.path.split('/').filter(|s| !s.is_empty()) {
-            segments.push(segment);
-        }
-    }
-    Ok(url.to_string())
-}
-
 /// Reads one image from the store.
-pub fn load(
-    base: &str,
-    image: &ImageRef,
-    n: usize,
-    timeout: Duration,
-) -> Result<Image, ImageProblem> {
-    let url = object_url(base, image).map_err(ImageProblem::Permanent)?;
-    let reply = OutboundRequest::get(&url)
-        .timeout(timeout)
-        .send()
-        .map_err(|e| {
-            if e.is_transient() {
-                ImageProblem::Transient(format!("image {n}: {e}"))
-            } else {
-                ImageProblem::Permanent(format!("image {n}: {e}"))
-            }
-        })?;
-    match reply.status {
-        200 => {}
-        404 | 403 | 410 => {
+pub fn load(store: &ObjectStore, image: &ImageRef, n: usize) -> Result<Image, ImageProblem> {
+    let reply = match store.get(&image.bucket, &image.path) {
+        Ok(Some(reply)) => reply,
+        Ok(None) => {
             return Err(ImageProblem::Permanent(format!(
-                "image {n} ({}/{}) is not readable in storage: HTTP {}",
-                image.bucket, image.path, reply.status
+                "image {n} ({}/{}) is not readable in storage: HTTP 404",
+                image.bucket, image.path
             )));
         }
-        status => {
-            return Err(ImageProblem::Transient(format!(
-                "image {n}: storage answered HTTP {status}"
+        Err(
+            e @ StoreFailure::Status {
+                status: 403 | 410, ..
+            },
+        ) => {
+            return Err(ImageProblem::Permanent(format!(
+                "image {n} ({}/{}) is not readable in storage: {e}",
+                image.bucket, image.path
             )));
         }
-    }
+        Err(e) if e.is_transient() => {
+            return Err(ImageProblem::Transient(format!("image {n}: {e}")));
+        }
+        Err(e) => return Err(ImageProblem::Permanent(format!("image {n}: {e}"))),
+    };
     if reply.body.len() > MAX_IMAGE_BYTES {
         return Err(ImageProblem::Permanent(format!(
             "image {n} is {} bytes; Bluesky allows {MAX_IMAGE_BYTES}",
@@ -203,24 +179,5 @@ mod tests {
         );
         let escape = json!([{"bucket": "media", "path": "../secrets", "alt": "x"}]);
         assert!(check(escape.as_array().unwrap()).is_err());
-    }
-
-    #[test]
-    fn object_urls_are_path_style_and_encoded() {
-        let image = ImageRef {
-            bucket: "media".into(),
-            path: "user 1/kite #1.png".into(),
-            alt: "x".into(),
-            mime: None,
-            size: None,
-        };
-        assert_eq!(
-            object_url("http://127.0.0.1:9000", &image).unwrap(),
-            "http://127.0.0.1:9000/media/user%201/kite%20%231.png"
-        );
-        assert_eq!(
-            object_url("http://store.example/base/", &image).unwrap(),
-            "http://store.example/base/media/user%201/kite%20%231.png"
-        );
     }
 }

@@ -13,11 +13,12 @@
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use wasi::http::outgoing_handler;
+use wasi::http::outgoing_handler::{self, FutureIncomingResponse};
 use wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
 };
-use wasi::io::streams::StreamError;
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// The default time to wait for the first byte and between bytes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,7 +226,7 @@ impl OutboundRequest {
         if !self.query.is_empty() {
             full.query_pairs_mut().extend_pairs(&self.query);
         }
-        let request = self.build(&full, &target)?;
+        let request = self.build(&full, &target, self.body.len() as u64)?;
         let options = RequestOptions::new();
         let nanos = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
         // Hosts may not support every option; a refused option is not fatal
@@ -278,18 +279,79 @@ impl OutboundRequest {
         })
     }
 
-    fn build(&self, url: &url::Url, target: &str) -> Result<OutgoingRequest, SendFailure> {
+    /// Sends the request (its small body, if any) and returns the answer's
+    /// status and headers with the body left unread, for answers too big to
+    /// hold in memory: the caller reads it chunk by chunk with
+    /// [`Incoming::read_chunk`].
+    pub fn open(self) -> Result<Incoming, SendFailure> {
+        let (future, body, target) = self.dispatch(None)?;
+        if let Some(body) = body {
+            write_body(&body, &self.body, &target)?;
+            OutgoingBody::finish(body, None).map_err(|code| map_error_code(&target, code))?;
+        }
+        Incoming::wait(&future, target)
+    }
+
+    /// Starts the request with a body of exactly `length` bytes that the
+    /// caller writes with [`Upload::write`] (for bodies too big to hold in
+    /// memory); [`Upload::finish`] returns the whole (small) answer.
+    pub fn upload(self, length: u64) -> Result<Upload, SendFailure> {
+        let (future, body, target) = self.dispatch(Some(length))?;
+        let body = body.ok_or_else(|| SendFailure::Invalid(target.clone(), "no body".into()))?;
+        let stream = body
+            .write()
+            .map_err(|()| SendFailure::Invalid(target.clone(), "body stream".into()))?;
+        Ok(Upload {
+            stream: Some(stream),
+            body: Some(body),
+            future,
+            target,
+            expected: length,
+            written: 0,
+        })
+    }
+
+    /// Builds the request and hands it to the host; the body is returned
+    /// unwritten.
+    fn dispatch(
+        &self,
+        streamed_length: Option<u64>,
+    ) -> Result<(FutureIncomingResponse, Option<OutgoingBody>, String), SendFailure> {
+        let target = self.target();
+        let mut full = url::Url::parse(&self.url)
+            .map_err(|e| SendFailure::Invalid(target.clone(), e.to_string()))?;
+        if !self.query.is_empty() {
+            full.query_pairs_mut().extend_pairs(&self.query);
+        }
+        let length = streamed_length.unwrap_or(self.body.len() as u64);
+        let request = self.build(&full, &target, length)?;
+        let options = RequestOptions::new();
+        let nanos = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
+        options.set_connect_timeout(Some(nanos)).ok();
+        options.set_first_byte_timeout(Some(nanos)).ok();
+        options.set_between_bytes_timeout(Some(nanos)).ok();
+        let body = request
+            .body()
+            .map_err(|()| SendFailure::Invalid(target.clone(), "body already taken".into()))?;
+        let future = outgoing_handler::handle(request, Some(options))
+            .map_err(|code| map_error_code(&target, code))?;
+        Ok((future, Some(body), target))
+    }
+
+    fn build(
+        &self,
+        url: &url::Url,
+        target: &str,
+        length: u64,
+    ) -> Result<OutgoingRequest, SendFailure> {
         let invalid = |what: &str| SendFailure::Invalid(target.to_string(), what.to_string());
         let mut entries: Vec<(String, Vec<u8>)> = self
             .headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
             .collect();
-        if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
-            entries.push((
-                "content-length".into(),
-                self.body.len().to_string().into_bytes(),
-            ));
+        if length > 0 || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
+            entries.push(("content-length".into(), length.to_string().into_bytes()));
         }
         let fields = Fields::from_list(&entries).map_err(|e| invalid(&format!("header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
@@ -329,6 +391,187 @@ impl OutboundRequest {
             .set_path_with_query(Some(&path))
             .map_err(|()| invalid("path"))?;
         Ok(request)
+    }
+}
+
+/// An answer whose body is read piece by piece ([`OutboundRequest::open`]).
+///
+/// Fields drop in declaration order: the stream before its body, the body
+/// before its response, as wasi:http requires of child resources.
+pub struct Incoming {
+    stream: Option<InputStream>,
+    body: Option<IncomingBody>,
+    _response: IncomingResponse,
+    /// HTTP status.
+    pub status: u16,
+    /// Headers, names in lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Where the request went, without query or credentials (for messages).
+    pub target: String,
+}
+
+impl Incoming {
+    fn wait(future: &FutureIncomingResponse, target: String) -> Result<Self, SendFailure> {
+        future.subscribe().block();
+        let response = match future.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(code))) => return Err(map_error_code(&target, code)),
+            Some(Err(())) | None => {
+                return Err(SendFailure::Connection(
+                    target,
+                    "response future failed".into(),
+                ));
+            }
+        };
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .consume()
+            .map_err(|()| SendFailure::Connection(target.clone(), "body unavailable".into()))?;
+        let stream = body
+            .stream()
+            .map_err(|()| SendFailure::Connection(target.clone(), "body stream".into()))?;
+        Ok(Incoming {
+            stream: Some(stream),
+            body: Some(body),
+            _response: response,
+            status,
+            headers,
+            target,
+        })
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next piece of the body, at most `max` bytes; `None` at its end.
+    /// A peer that stops sending fails with the request's between-bytes
+    /// timeout.
+    pub fn read_chunk(&mut self, max: u64) -> Result<Option<Vec<u8>>, SendFailure> {
+        let Some(stream) = self.stream.as_ref() else {
+            return Ok(None);
+        };
+        loop {
+            match stream.blocking_read(max) {
+                // A zero-length read is not the end: the stream was not ready.
+                Ok(chunk) if chunk.is_empty() => continue,
+                Ok(chunk) => return Ok(Some(chunk)),
+                Err(StreamError::Closed) => {
+                    self.stream = None;
+                    return Ok(None);
+                }
+                Err(e) => return Err(stream_failure(&self.target, e)),
+            }
+        }
+    }
+
+    /// Reads the rest of the body, refusing more than `limit` bytes (for
+    /// small answers such as error documents).
+    pub fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, SendFailure> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self.read_chunk(64 * 1024)? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > limit {
+                return Err(SendFailure::Decode(
+                    self.target.clone(),
+                    format!("answer larger than {limit} bytes"),
+                ));
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        drop(self.stream.take());
+        if let Some(body) = self.body.take() {
+            drop(IncomingBody::finish(body));
+        }
+    }
+}
+
+/// A request whose body is written piece by piece ([`OutboundRequest::upload`]).
+pub struct Upload {
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+    future: FutureIncomingResponse,
+    target: String,
+    expected: u64,
+    written: u64,
+}
+
+impl Upload {
+    /// Writes the next piece of the body (never more than the announced
+    /// length in total).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SendFailure> {
+        if self.written + bytes.len() as u64 > self.expected {
+            return Err(SendFailure::Invalid(
+                self.target.clone(),
+                format!("body longer than the announced {} bytes", self.expected),
+            ));
+        }
+        let stream = self
+            .stream
+            .as_ref()
+            .ok_or_else(|| SendFailure::Invalid(self.target.clone(), "body finished".into()))?;
+        // blocking_write_and_flush takes at most 4096 bytes per call.
+        for chunk in bytes.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| stream_failure(&self.target, e))?;
+        }
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the body (it must have the announced length) and reads the whole
+    /// answer (at most [`MAX_REPLY_BYTES`]).
+    pub fn finish(mut self) -> Result<Reply, SendFailure> {
+        if self.written != self.expected {
+            return Err(SendFailure::Invalid(
+                self.target.clone(),
+                format!(
+                    "body of {} bytes, {} announced",
+                    self.written, self.expected
+                ),
+            ));
+        }
+        drop(self.stream.take());
+        if let Some(body) = self.body.take() {
+            OutgoingBody::finish(body, None).map_err(|code| map_error_code(&self.target, code))?;
+        }
+        let mut incoming = Incoming::wait(&self.future, self.target.clone())?;
+        let body = incoming.read_to_end(MAX_REPLY_BYTES)?;
+        Ok(Reply {
+            status: incoming.status,
+            headers: std::mem::take(&mut incoming.headers),
+            body,
+            target: self.target.clone(),
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        drop(self.stream.take());
+        drop(self.body.take());
     }
 }
 

@@ -1,36 +1,59 @@
-//! `media-fetch`: downloading queued media into object storage. Not built yet (no issue filed yet). Both
-//! triggers answer honestly: `POST /jobs/media-fetch` gives 501 with a JSON error
-//! naming the capability, and a cron tick fails with the same message. Each
-//! run still writes the `worker_heartbeats` row (outcome `not_implemented`).
+//! `media-fetch`: downloads the media that ingest queued in
+//! `media_downloads` (photos and videos of archived posts, seed 001) into
+//! the object store's `media` bucket, before the platforms' links expire.
+//!
+//! Each run claims items with a lease and fencing token (the queue
+//! contract, `claim_media_fetch` of migration 0019), downloads each within
+//! limits (50 MB, `image/*`, `video/*`, `audio/*` checked against the
+//! bytes' magic, 5 redirects, timeouts), streams it into
+//! `media/{user_id}/{platform}/{sha256(original_url)}.{ext}` and settles the
+//! item with `finish_media_download`, which also counts it in the account's
+//! `sync_logs`. Every run writes its `worker_heartbeats` row.
+//!
+//! Triggers: cron, and `POST /jobs/media-fetch` with `Authorization: Bearer
+//! <job_secret>` and an optional JSON body of settings (`batch_size`,
+//! `lease_seconds`, `call_timeout_ms`, `run_seconds`, `max_items`; see
+//! [`fetch::Settings`]). Variables: `database_url`, `job_secret` and the
+//! store's `media_store_*` (`shared::object_store`).
 
-use serde_json::Value;
-use shared::Error;
-use shared::db::Database;
+pub mod fetch;
+pub mod media;
+
+use serde_json::json;
 use shared::jobs::{self, Trigger};
-use spin_sdk::http::{Request, Response};
+use shared::{Error, config, response};
+use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
+
+use crate::fetch::Settings;
 
 /// The worker id of this job in `worker_heartbeats`.
 const WORKER: &str = "media-fetch";
 
-/// What this component will do, named in its errors.
-const CAPABILITY: &str = "Downloading queued media into object storage";
-
 #[http_component]
 fn handle(request: Request) -> Response {
-    jobs::handle_http(&request, WORKER, work)
+    response::from_result(on_http(&request))
 }
 
-fn work(_db: &Database) -> Result<Value, Error> {
-    Err(Error::NotImplemented(format!(
-        "{CAPABILITY} is not built yet (no issue filed yet)"
-    )))
+fn on_http(request: &Request) -> Result<Response, Error> {
+    if *request.method() != Method::Post {
+        return Err(Error::MethodNotAllowed(request.method().to_string()));
+    }
+    jobs::authorize(request, &config::required("job_secret")?)?;
+    let settings = Settings::from_body(request.body())?;
+    let report = jobs::run(WORKER, Trigger::Http, |db| fetch::run(db, &settings))?;
+    Ok(response::json(
+        200,
+        &json!({ "job": WORKER, "report": report }),
+    ))
 }
 
 fn on_cron(timestamp: u64) -> Result<(), String> {
-    jobs::run(WORKER, Trigger::Cron(timestamp), work)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    jobs::run(WORKER, Trigger::Cron(timestamp), |db| {
+        fetch::run(db, &Settings::default())
+    })
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 shared::cron_component!(on_cron);

@@ -11,7 +11,7 @@
 //! `run_seconds`, `max_posts`, `metrics`; see `claim::Settings`).
 //! Variables: `database_url`, `job_secret`, and publishing's:
 //! `bluesky_pds_url`, `bluesky_appview_url`, `x_api_url`,
-//! `linkedin_api_url`, `media_store_url`, `token_encryption_key`.
+//! `linkedin_api_url`, `media_store_*` (`shared::object_store`), `token_encryption_key`.
 
 pub mod claim;
 pub mod sql;

@@ -96,26 +96,26 @@ async fn maintenance_runs_on_cron_and_http_and_its_heartbeat_shows_in_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unbuilt_job_says_so_on_both_triggers_and_still_beats() {
-    require_wasm("media-fetch").unwrap();
+    require_wasm("token-rotation").unwrap();
     require_wasm("status").unwrap();
     let db = TestDb::new().await.unwrap();
     let app = TestApp::builder(product_manifest())
         .database(&db)
-        .components(&["media-fetch", "status"])
+        .components(&["token-rotation", "status"])
         .start()
         .await
         .unwrap();
 
-    match app.fire_cron("media-fetch").await {
+    match app.fire_cron("token-rotation").await {
         Err(CronFailure::Guest(message)) => {
             assert!(message.contains("not built yet"), "{message}")
         }
         other => panic!("the stub's cron run must fail honestly, got {other:?}"),
     }
-    let (code, body) = post_job(&app, "media-fetch", Some(TestApp::JOB_SECRET)).await;
+    let (code, body) = post_job(&app, "token-rotation", Some(TestApp::JOB_SECRET)).await;
     assert_eq!(code, 501, "{body}");
     assert_eq!(body["error"], "not_implemented");
-    let beat = heartbeat(&status(&app).await, "media-fetch")
+    let beat = heartbeat(&status(&app).await, "token-rotation")
         .cloned()
         .expect("heartbeat written");
     assert_eq!(beat["detail"]["outcome"], "not_implemented", "{beat}");
