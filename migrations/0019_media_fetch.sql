@@ -9,6 +9,12 @@
 --   account's latest sync_logs row (media_downloaded or media_failed) in the
 --   same transaction, so a count is never lost nor doubled by a stale worker.
 --
+-- * media_object_for_user(id, user_id): where a user's own downloaded media
+--   is stored ({"found": true, "bucket", "key", "content_type"}), else
+--   {"found": false} (someone else's, not downloaded, unknown: the same
+--   answer, so ids of other users' media cannot be probed). The key is the
+--   one media-fetch reported in the item's success event.
+--
 -- Outcomes: 'downloaded' and 'unavailable' complete the item; 'failed' is a
 -- permanent failure (dead letter with the reason); 'retry' is transient
 -- (backoff, dead letter after the last attempt, which then counts as failed).
@@ -114,6 +120,36 @@ $$;
 comment on function public.finish_media_download(uuid, bigint, text, jsonb, timestamptz) is
   'Settles a claimed media download (downloaded | unavailable | failed | retry) under its lease token and counts final outcomes in the account''s latest sync_logs row.';
 
+create function public.media_object_for_user(
+  p_id uuid,
+  p_user_id uuid
+) returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(
+    (select jsonb_build_object(
+              'found', true,
+              'bucket', e.detail -> 'result' ->> 'bucket',
+              'key', e.detail -> 'result' ->> 'key',
+              'content_type', e.detail -> 'result' ->> 'content_type')
+       from public.media_downloads m
+       join public.queue_events e
+         on e.queue = 'media_downloads' and e.item_id = m.id and e.event = 'success'
+      where m.id = p_id
+        and m.user_id = p_user_id
+        and m.status = 'downloaded'
+        and e.detail -> 'result' ? 'key'
+      order by e.created_at desc
+      limit 1),
+    jsonb_build_object('found', false))
+$$;
+comment on function public.media_object_for_user(uuid, uuid) is
+  'Bucket and key of a user''s own downloaded media (GET /media/{id}); {"found": false} otherwise.';
+
+revoke all on function public.media_object_for_user(uuid, uuid) from public, anon, authenticated;
+grant execute on function public.media_object_for_user(uuid, uuid) to service_role;
 revoke all on function public.claim_media_fetch(text, integer, integer, timestamptz) from public, anon, authenticated;
 revoke all on function public.finish_media_download(uuid, bigint, text, jsonb, timestamptz) from public, anon, authenticated;
 grant execute on function public.claim_media_fetch(text, integer, integer, timestamptz) to service_role;

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod response;
 pub mod sql;
 pub mod token_cipher;
+pub mod user_token;
 
 pub use error::Error;
 

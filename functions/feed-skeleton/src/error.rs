@@ -76,9 +76,6 @@ pub enum FeedError {
     /// The route exists for no such thing here (404 `NotFound`).
     #[error("{0}")]
     NotFound(String),
-    /// The user's access token is missing or not valid (401 `unauthorized`).
-    #[error("{0}")]
-    Unauthorized(String),
     /// The request is valid but the state forbids it (409 `conflict`), e.g.
     /// no Bluesky account to publish with.
     #[error("{0}")]
@@ -109,7 +106,7 @@ impl FeedError {
             FeedError::UnknownFeed(_)
             | FeedError::InvalidRequest(_)
             | FeedError::InvalidFeed(_) => 400,
-            FeedError::Auth { .. } | FeedError::Unauthorized(_) => 401,
+            FeedError::Auth { .. } => 401,
             FeedError::NotFound(_) => 404,
             FeedError::MethodNotAllowed(_) => 405,
             FeedError::Conflict(_) => 409,
@@ -128,7 +125,6 @@ impl FeedError {
             FeedError::Upstream(_) => "UpstreamFailure",
             FeedError::UpstreamBusy { .. } => "UpstreamUnavailable",
             FeedError::NotFound(_) => "NotFound",
-            FeedError::Unauthorized(_) => "unauthorized",
             FeedError::Conflict(_) => "conflict",
             FeedError::InvalidFeed(_) => "invalid_feed",
             FeedError::MethodNotAllowed(_) => "method_not_allowed",
@@ -174,7 +170,11 @@ mod tests {
             ),
             (FeedError::Upstream("x".into()), 502, "UpstreamFailure"),
             (FeedError::NotFound("x".into()), 404, "NotFound"),
-            (FeedError::Unauthorized("x".into()), 401, "unauthorized"),
+            (
+                FeedError::Shared(shared::Error::Unauthorized("x".into())),
+                401,
+                "unauthorized",
+            ),
             (FeedError::Conflict("x".into()), 409, "conflict"),
             (
                 FeedError::Shared(shared::Error::DatabaseUnavailable("x".into())),

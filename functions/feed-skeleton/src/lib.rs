@@ -20,7 +20,6 @@ mod service_jwt;
 mod signing_keys;
 mod skeleton;
 mod sql;
-mod user_token;
 
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;

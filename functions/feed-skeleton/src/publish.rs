@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::error::FeedError;
 use crate::sql;
-use crate::user_token;
+use shared::user_token;
 
 /// This component's worker id in `bluesky_sessions` leases.
 const WORKER: &str = "feed-skeleton";

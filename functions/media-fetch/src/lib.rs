@@ -15,9 +15,14 @@
 //! `lease_seconds`, `call_timeout_ms`, `run_seconds`, `max_items`; see
 //! [`fetch::Settings`]). Variables: `database_url`, `job_secret` and the
 //! store's `media_store_*` (`shared::object_store`).
+//!
+//! `GET /media/{media_download_id}` with the user's Supabase access token
+//! (`supabase_jwt_secret`) answers a 302 to a presigned URL of the user's
+//! own downloaded object, valid 5 minutes ([`read`]).
 
 pub mod fetch;
 pub mod media;
+pub mod read;
 
 use serde_json::json;
 use shared::jobs::{self, Trigger};
@@ -36,6 +41,9 @@ fn handle(request: Request) -> Response {
 }
 
 fn on_http(request: &Request) -> Result<Response, Error> {
+    if request.path().starts_with("/media/") {
+        return read::media(request);
+    }
     if *request.method() != Method::Post {
         return Err(Error::MethodNotAllowed(request.method().to_string()));
     }

@@ -20,6 +20,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 const MB50: usize = 50 * 1024 * 1024;
+const JWT_SECRET: &str = "media-test-jwt-secret-with-at-least-32-characters";
 
 /// What the media host answers on one path.
 #[derive(Clone)]
@@ -202,6 +203,7 @@ async fn world_with_secret(secret: Option<&str>) -> World {
         .database(&db)
         .components(&["media-fetch"])
         .variable("media_store_url", s3.url())
+        .variable("supabase_jwt_secret", JWT_SECRET)
         .variable("media_store_access_key", s3.access_key())
         .variable(
             "media_store_secret_key",
@@ -625,4 +627,104 @@ async fn the_store_refuses_a_wrong_secret_and_the_item_waits() {
     assert!(error.contains("403"), "{error}");
     assert!(!error.contains("not-the-secret"), "{error}");
     assert!(w.s3.keys("media").is_empty());
+}
+
+fn user_token(user: Uuid) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::{Hmac, Mac};
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
+    let claims = URL_SAFE_NO_PAD.encode(
+        json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 600})
+            .to_string(),
+    );
+    let input = format!("{header}.{claims}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owner_reads_their_media_through_a_presigned_url_and_nobody_else_does() {
+    let w = world().await;
+    let body = jpeg(9000);
+    let url = w.host.route("/mine.jpg", file("image/jpeg", body.clone()));
+    let id = w.queue(&url).await;
+    let waiting = w
+        .queue(&w.host.route("/later.jpg", Route::Status(503)))
+        .await;
+    w.run(json!({})).await;
+    assert_eq!(w.item(id).await.0, "downloaded");
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |id: Uuid, token: Option<String>| {
+        let mut request = client.get(format!("{}/media/{id}", w.app.url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    let answer = get(id, Some(user_token(w.user))).await.unwrap();
+    assert_eq!(answer.status().as_u16(), 302);
+    let location = answer.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&w.s3.url()), "{location}");
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert!(!location.contains(w.s3.secret_key()));
+    let object = client.get(&location).send().await.unwrap();
+    assert_eq!(object.status().as_u16(), 200);
+    assert_eq!(object.bytes().await.unwrap(), body);
+    // The store checks the signature: a changed one is refused.
+    let at = location.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+    let first = if &location[at..at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    let forged = format!("{}{first}{}", &location[..at], &location[at + 1..]);
+    assert_eq!(
+        client.get(&forged).send().await.unwrap().status().as_u16(),
+        403
+    );
+
+    let stranger = Uuid::new_v4();
+    w.sql
+        .execute(
+            "insert into auth.users (id, email) values ($1, $2)",
+            &[&stranger, &format!("{stranger}@example.test")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        get(id, Some(user_token(stranger)))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        get(waiting, Some(user_token(w.user)))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        get(Uuid::new_v4(), Some(user_token(w.user)))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(get(id, None).await.unwrap().status().as_u16(), 401);
 }

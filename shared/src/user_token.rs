@@ -1,7 +1,8 @@
 //! A Supabase user access token: an HS256 JWT signed with the project's JWT
 //! secret (the secret's text is the HMAC key), `sub` the user id, `role`
 //! `authenticated`, `exp` in the future. Messages say what is wrong and
-//! never contain the token.
+//! never contain the token. Shared by every route that acts for a
+//! signed-in user (feed publishing, media reads).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::error::FeedError;
+use crate::error::Error;
 
 #[derive(Deserialize)]
 struct Header {
@@ -24,17 +25,13 @@ struct Claims {
     exp: Option<f64>,
 }
 
-fn refused(why: &str) -> FeedError {
-    FeedError::Unauthorized(why.to_string())
+fn refused(why: &str) -> Error {
+    Error::Unauthorized(why.to_string())
 }
 
 /// The user id of a valid access token in `authorization` (the header
 /// value), checked against `secret` at `now_seconds`.
-pub fn user_id(
-    authorization: Option<&str>,
-    secret: &str,
-    now_seconds: i64,
-) -> Result<Uuid, FeedError> {
+pub fn user_id(authorization: Option<&str>, secret: &str, now_seconds: i64) -> Result<Uuid, Error> {
     let token = authorization
         .ok_or_else(|| refused("missing Authorization header"))?
         .strip_prefix("Bearer ")
@@ -79,7 +76,7 @@ pub fn user_id(
         .ok_or_else(|| refused("access token has no user id"))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, FeedError> {
+fn decode<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, Error> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))
         .map_err(|_| refused("access token is not base64url JSON"))?;
@@ -129,7 +126,7 @@ mod tests {
         let header = json!({"alg": "HS256"});
         let now = 1_900_000_000;
         let message = |auth: Option<String>| match user_id(auth.as_deref(), SECRET, now) {
-            Err(FeedError::Unauthorized(m)) => m,
+            Err(Error::Unauthorized(m)) => m,
             other => panic!("expected a refusal, got {other:?}"),
         };
         assert_eq!(message(None), "missing Authorization header");
