@@ -728,3 +728,38 @@ async fn the_owner_reads_their_media_through_a_presigned_url_and_nobody_else_doe
     );
     assert_eq!(get(id, None).await.unwrap().status().as_u16(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_that_keeps_failing_is_dead_lettered_after_the_last_attempt() {
+    let w = world().await;
+    let id = w
+        .queue(&w.host.route("/down.jpg", Route::Status(502)))
+        .await;
+    w.sql
+        .execute(
+            "update public.media_downloads set max_attempts = 2 where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    w.run(json!({})).await;
+    assert_eq!(w.item(id).await.0, "pending");
+    assert_eq!(w.counts().await, (0, 0), "a retry is not counted yet");
+    w.due_now(id).await;
+    w.run(json!({})).await;
+    let (status, error, attempts) = w.item(id).await;
+    assert_eq!((status.as_str(), attempts), ("failed", 2));
+    assert!(error.unwrap_or_default().contains("502"));
+    let dead: bool = w
+        .sql
+        .query_one(
+            "select dead_lettered_at is not null from public.media_downloads where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(dead, "dead-lettered, still in the table");
+    assert_eq!(w.counts().await, (0, 1));
+    assert_eq!(w.host.hits("/down.jpg"), 2);
+}
