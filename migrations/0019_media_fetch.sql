@@ -2,7 +2,9 @@
 --
 -- * claim_media_fetch(worker, lease_seconds, max_items, now): claim_next_media_downloads
 --   (0009, with 0017's tenancy screening) plus what the worker needs to name
---   the object: the archived post's platform, account and platform post id.
+--   the object (the archived post's platform, account and platform post id)
+--   and, for Instagram, to refresh an expired CDN link (the Graph media id
+--   and field that carry the URL, the account's sealed access token).
 -- * finish_media_download(id, lease_token, outcome, detail, now): one call
 --   per item that settles the queue row (complete_/fail_media_download, so
 --   the lease token fences it) and, for a final outcome, counts it in the
@@ -30,16 +32,32 @@ set search_path = ''
 as $$
   select coalesce(
     jsonb_agg(
-      c.item || jsonb_build_object(
+      c.item || jsonb_strip_nulls(jsonb_build_object(
         'platform', p.platform::text,
         'account_id', p.account_id,
-        'platform_post_id', p.platform_post_id)
+        'platform_post_id', p.platform_post_id,
+        -- Instagram CDN links expire (403): the Graph media (or carousel
+        -- child) whose media_url / thumbnail_url is this URL, and the
+        -- account's sealed token, let the worker ask for a fresh link.
+        'instagram_media', case when p.platform = 'instagram' then (
+          select jsonb_build_object('id', m.obj ->> 'id', 'field', f.field)
+            from (select p.post_data
+                  union all
+                  select jsonb_array_elements(
+                    case when jsonb_typeof(p.post_data -> 'children' -> 'data') = 'array'
+                         then p.post_data -> 'children' -> 'data' else '[]'::jsonb end)) as m(obj)
+           cross join (values ('media_url'), ('thumbnail_url')) as f(field)
+           where m.obj ->> f.field = c.item ->> 'original_url' and m.obj ? 'id'
+           limit 1) end,
+        'access_token', case when p.platform = 'instagram' and ca.verified_at is not null
+                             then ca.access_token end))
       order by c.ord),
     '[]'::jsonb)
   from jsonb_array_elements(
          public.claim_next_media_downloads(p_worker_id, p_lease_seconds, p_max_items, p_now))
        with ordinality as c(item, ord)
   left join public.ingested_posts p on p.id = (c.item ->> 'ingested_post_id')::uuid
+  left join public.connected_accounts ca on ca.id = p.account_id and ca.user_id = p.user_id
 $$;
 comment on function public.claim_media_fetch(text, integer, integer, timestamptz) is
   'claim_next_media_downloads plus the archived post''s platform, account_id and platform_post_id (media-fetch).';

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::Error;
 use shared::db::Database;
 use shared::object_store::{ObjectStore, StoreConfig, StoreFailure};
 use shared::outbound::{Incoming, OutboundRequest, SendFailure, describe_target};
 use shared::sql::SqlCall;
+use shared::{Error, config};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::media::{self, StatusClass};
@@ -86,6 +86,78 @@ struct Claimed {
     user_id: String,
     original_url: String,
     platform: Option<String>,
+    /// The Graph media whose `field` carries this URL (Instagram only).
+    instagram_media: Option<InstagramMedia>,
+    /// The account's sealed access token (Instagram only).
+    access_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InstagramMedia {
+    id: String,
+    field: String,
+}
+
+/// What refreshing an expired Instagram CDN link needs.
+struct Refresher {
+    graph_url: Option<String>,
+    token_key: Option<String>,
+}
+
+impl Refresher {
+    fn load() -> Self {
+        Refresher {
+            graph_url: config::optional("instagram_graph_url")
+                .map(|url| url.trim_end_matches('/').to_string()),
+            token_key: config::optional("token_encryption_key"),
+        }
+    }
+
+    /// A fresh link for the item's media from the Graph API
+    /// (`GET /{media-id}?fields=media_url,thumbnail_url`), or why not.
+    fn fresh_url(&self, item: &Claimed, timeout: Duration) -> Result<String, Outcome> {
+        let refused = |why: String| Outcome::Failed(format!("HTTP 403 (expired link?): {why}"));
+        let (Some(graph), Some(key)) = (&self.graph_url, &self.token_key) else {
+            return Err(refused(
+                "instagram_graph_url or token_encryption_key not set".into(),
+            ));
+        };
+        let (Some(media), Some(sealed)) = (&item.instagram_media, &item.access_token) else {
+            return Err(refused("no Graph media id or token for this URL".into()));
+        };
+        let token = shared::token_cipher::open(sealed, key).map_err(|e| refused(e.to_string()))?;
+        let reply = match OutboundRequest::get(&format!("{graph}/{}", media.id))
+            .query(&[
+                ("fields", "media_url,thumbnail_url"),
+                ("access_token", &token),
+            ])
+            .timeout(timeout)
+            .send()
+        {
+            Ok(reply) => reply,
+            Err(e) => return Err(source_failure(e)),
+        };
+        if reply.status >= 500 || reply.status == 429 {
+            return Err(Outcome::Retry(
+                format!(
+                    "refreshing the link: HTTP {} from {}",
+                    reply.status, reply.target
+                ),
+                None,
+            ));
+        }
+        if !reply.is_success() {
+            return Err(refused(format!(
+                "the Graph API refused a fresh link: HTTP {}",
+                reply.status
+            )));
+        }
+        let body: Value = reply.json().map_err(|e| refused(e.to_string()))?;
+        body.get(&media.field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| refused(format!("the Graph media has no {}", media.field)))
+    }
 }
 
 /// How one item ended.
@@ -149,6 +221,7 @@ impl Outcome {
 /// Claims and fetches until nothing is due or time is up; answers
 /// `{"worker_id", "claimed", "outcomes": {...}, "stale", "stopped", "seconds"}`.
 pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
+    let refresher = Refresher::load();
     let store = ObjectStore::new(
         StoreConfig::from_variables()?,
         Duration::from_millis(settings.call_timeout_ms),
@@ -186,7 +259,7 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
         }
         claimed += u32::try_from(batch.len()).unwrap_or(u32::MAX);
         for item in &batch {
-            let outcome = fetch_one(&store, item, settings);
+            let outcome = fetch_one(&store, &refresher, item, settings);
             *outcomes.entry(outcome.name()).or_default() += 1;
             let (what, detail) = outcome.to_call();
             let answer: Value = db.call(
@@ -214,11 +287,17 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
 }
 
 /// Downloads one item into the store.
-fn fetch_one(store: &ObjectStore, item: &Claimed, settings: &Settings) -> Outcome {
+fn fetch_one(
+    store: &ObjectStore,
+    refresher: &Refresher,
+    item: &Claimed,
+    settings: &Settings,
+) -> Outcome {
     let timeout = Duration::from_millis(settings.call_timeout_ms);
     let deadline = Instant::now() + Duration::from_secs(settings.transfer_seconds);
     let mut url = item.original_url.clone();
     let mut hops = 0usize;
+    let mut refreshed = false;
     let mut answer = loop {
         match url::Url::parse(&url) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
@@ -263,6 +342,19 @@ fn fetch_one(store: &ObjectStore, item: &Claimed, settings: &Settings) -> Outcom
                     format!("HTTP {} from {}", incoming.status, incoming.target),
                     after,
                 );
+            }
+            StatusClass::Refused
+                if incoming.status == 403
+                    && !refreshed
+                    && item.platform.as_deref() == Some("instagram") =>
+            {
+                // Instagram's CDN links expire: ask the Graph API for the
+                // media's current link and try that once.
+                refreshed = true;
+                match refresher.fresh_url(item, timeout) {
+                    Ok(fresh) => url = fresh,
+                    Err(outcome) => return outcome,
+                }
             }
             StatusClass::Refused => {
                 return Outcome::Failed(format!(

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use outpost_test_kit::fakes::instagram::FakeInstagram;
 use outpost_test_kit::{S3Server, TestApp, TestDb, product_manifest, require_wasm};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 const MB50: usize = 50 * 1024 * 1024;
+const TOKEN_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const JWT_SECRET: &str = "media-test-jwt-secret-with-at-least-32-characters";
 
 /// What the media host answers on one path.
@@ -180,6 +182,7 @@ fn file(content_type: &'static str, body: Bytes) -> Route {
 }
 
 struct World {
+    ig: FakeInstagram,
     _db: TestDb,
     sql: Client,
     s3: S3Server,
@@ -199,7 +202,10 @@ async fn world_with_secret(secret: Option<&str>) -> World {
     let sql = db.connect().await.unwrap();
     let s3 = S3Server::start().await.unwrap();
     let host = MediaHost::start().await;
+    let ig = FakeInstagram::start().await.unwrap();
     let app = TestApp::builder(product_manifest())
+        .variable("instagram_graph_url", ig.url())
+        .variable("token_encryption_key", TOKEN_KEY)
         .database(&db)
         .components(&["media-fetch"])
         .variable("media_store_url", s3.url())
@@ -229,6 +235,7 @@ async fn world_with_secret(secret: Option<&str>) -> World {
         .unwrap()
         .get(0);
     World {
+        ig,
         _db: db,
         sql,
         s3,
@@ -762,4 +769,81 @@ async fn a_host_that_keeps_failing_is_dead_lettered_after_the_last_attempt() {
     assert!(dead, "dead-lettered, still in the table");
     assert_eq!(w.counts().await, (0, 1));
     assert_eq!(w.host.hits("/down.jpg"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_instagram_link_is_refreshed_from_the_graph_api() {
+    let w = world().await;
+    let ig_user = format!("ig-{}", w.user);
+    let token = w.ig.add_user(&ig_user, "iguser");
+    let sealed = shared::token_cipher::seal(&token, TOKEN_KEY, "k1").unwrap();
+    w.sql
+        .execute(
+            "update public.connected_accounts set access_token = $2, token_key_id = 'k1' where id = $1",
+            &[&w.account, &sealed],
+        )
+        .await
+        .unwrap();
+    let body = jpeg(6000);
+    let expired = w.host.route("/cdn/old.jpg", Route::Status(403));
+    let fresh = w
+        .host
+        .route("/cdn/new.jpg", file("image/jpeg", body.clone()));
+    let gone = w.host.route("/cdn/gone.jpg", Route::Status(403));
+    let mut media = FakeInstagram::image("17900000000000001", None, chrono::Utc::now());
+    media["media_url"] = json!(fresh);
+    w.ig.add_media(&ig_user, media);
+
+    // The archived posts name the old links, as ingest stored them.
+    let mut ids = Vec::new();
+    for (media_id, url) in [
+        ("17900000000000001", &expired),
+        ("17900000000000002", &gone),
+    ] {
+        let post: Uuid = w
+            .sql
+            .query_one(
+                "insert into public.ingested_posts (platform, account_id, user_id, platform_post_id, post_data, status)
+                 values ('instagram', $1, $2, $3, $4, 'completed') returning id",
+                &[&w.account, &w.user, &media_id, &json!({"id": media_id, "media_url": url})],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let id: Uuid = w
+            .sql
+            .query_one(
+                "insert into public.media_downloads (ingested_post_id, user_id, original_url)
+                 values ($1, $2, $3) returning id",
+                &[&post, &w.user, url],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+    w.run(json!({})).await;
+    assert_eq!(w.item(ids[0]).await.0, "downloaded");
+    // Stored under the link the post named, so a refresh never duplicates it.
+    assert_eq!(
+        w.stored(&w.key(&expired, "jpg")).as_deref(),
+        Some(&body[..])
+    );
+    assert_eq!(
+        (w.host.hits("/cdn/old.jpg"), w.host.hits("/cdn/new.jpg")),
+        (1, 1)
+    );
+    // A media the Graph API no longer has: failed with the reason, once.
+    let (status, error, _) = w.item(ids[1]).await;
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default();
+    assert!(error.contains("403") && error.contains("Graph"), "{error}");
+    assert!(!error.contains(&token), "{error}");
+    assert_eq!(w.host.hits("/cdn/gone.jpg"), 1);
+    let graph_calls =
+        w.ig.requests()
+            .iter()
+            .filter(|r| r.uri.path().starts_with("/1790000000000000"))
+            .count();
+    assert_eq!(graph_calls, 2);
 }
