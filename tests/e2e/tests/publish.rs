@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
 use outpost_test_kit::fakes::bluesky::{self, FakeAccount, FakeBluesky, Fault};
 use outpost_test_kit::fakes::linkedin::{self, FakeLinkedIn};
 use outpost_test_kit::fakes::x::{self, FakeX};
-use outpost_test_kit::{FakeServer, TestApp, TestDb, product_manifest, require_wasm};
+use outpost_test_kit::{REGION, S3Server, TestApp, TestDb, product_manifest, require_wasm};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -42,7 +41,7 @@ struct World {
     bsky: FakeBluesky,
     x: FakeX,
     li: FakeLinkedIn,
-    _store: FakeServer,
+    _store: S3Server,
     app: TestApp,
 }
 
@@ -53,26 +52,33 @@ async fn world() -> World {
     let bsky = FakeBluesky::start().await.unwrap();
     let x = FakeX::start().await.unwrap();
     let li = FakeLinkedIn::start().await.unwrap();
-    let kite = Bytes::from(kite_bytes());
-    let store = FakeServer::start(move |req| {
-        let (status, body, mime) = match req.uri.path() {
-            "/media/u1/kite.png" => (200, kite.clone(), "image/png"),
-            _ => (
-                404,
-                Bytes::from_static(b"<Error><Code>NoSuchKey</Code></Error>"),
-                "application/xml",
-            ),
-        };
-        let mut r = http::Response::new(body);
-        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(mime),
-        );
-        r
-    })
-    .await
+    // Post images live in the real S3 server and are read with signed
+    // requests, as in production.
+    let store = S3Server::start().await.unwrap();
+    let bucket = rusty_s3::Bucket::new(
+        store.url().parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        "media",
+        REGION,
+    )
     .unwrap();
+    let credentials = rusty_s3::Credentials::new(store.access_key(), store.secret_key());
+    let put = rusty_s3::S3Action::sign(
+        &bucket.put_object(Some(&credentials), "u1/kite.png"),
+        std::time::Duration::from_secs(60),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .put(put)
+        .header("content-type", "image/png")
+        .body(kite_bytes())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
     let app = TestApp::builder(product_manifest())
         .database(&db)
         .components(&["schedule-claim"])
@@ -81,6 +87,8 @@ async fn world() -> World {
         .variable("x_api_url", x.url())
         .variable("linkedin_api_url", li.url())
         .variable("media_store_url", store.url())
+        .variable("media_store_access_key", store.access_key())
+        .variable("media_store_secret_key", store.secret_key())
         .variable("token_encryption_key", token_key())
         .start()
         .await
@@ -1255,6 +1263,8 @@ async fn replica_process(w: &World) -> (tokio::process::Child, String) {
         ("x_api_url", w.x.url()),
         ("linkedin_api_url", w.li.url()),
         ("media_store_url", w._store.url()),
+        ("media_store_access_key", w._store.access_key().to_string()),
+        ("media_store_secret_key", w._store.secret_key().to_string()),
         ("token_encryption_key", token_key()),
     ];
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost-e2e-host"));
