@@ -35,6 +35,12 @@ enum Route {
         with_length: bool,
         chunk: usize,
     },
+    /// 200 with this type and body in 64 KiB chunks, one every `pace`.
+    Paced {
+        content_type: &'static str,
+        body: Bytes,
+        pace: Duration,
+    },
     /// This status, empty body.
     Status(u16),
     /// 302 to this path.
@@ -137,6 +143,29 @@ fn answer(route: Option<Route>, n: usize) -> http::Response<Body> {
                 }
             });
             builder.status(200).body(rx.boxed()).unwrap()
+        }
+        Some(Route::Paced {
+            content_type,
+            body,
+            pace,
+        }) => {
+            let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+            let len = body.len();
+            tokio::spawn(async move {
+                for start in (0..len).step_by(64 * 1024) {
+                    tokio::time::sleep(pace).await;
+                    let end = (start + 64 * 1024).min(len);
+                    if tx.send_data(body.slice(start..end)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            builder
+                .status(200)
+                .header("content-type", content_type)
+                .header("content-length", len)
+                .body(rx.boxed())
+                .unwrap()
         }
         Some(Route::Hang) => {
             let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
@@ -607,7 +636,7 @@ async fn four_concurrent_runs_download_each_item_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_that_is_down_loses_nothing() {
-    let mut w = world().await;
+    let w = world().await;
     let url = w.host.route("/outage.jpg", file("image/jpeg", jpeg(7000)));
     let id = w.queue(&url).await;
     w.s3.stop();
@@ -846,4 +875,61 @@ async fn an_expired_instagram_link_is_refreshed_from_the_graph_api() {
             .filter(|r| r.uri.path().starts_with("/1790000000000000"))
             .count();
     assert_eq!(graph_calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_store_stopped_mid_run_and_restarted_loses_nothing() {
+    let w = world().await;
+    let mut items = Vec::new();
+    for i in 0..8 {
+        // 1 MiB in 16 chunks 15 ms apart: about a quarter second each.
+        let body = jpeg(1024 * 1024 + i);
+        let url = w.host.route(
+            &format!("/m/{i}.jpg"),
+            Route::Paced {
+                content_type: "image/jpeg",
+                body: body.clone(),
+                pace: Duration::from_millis(15),
+            },
+        );
+        items.push((w.queue(&url).await, url, body));
+    }
+    let outage = async {
+        // The store goes down once two objects are in, mid-run.
+        while w.s3.keys("media").len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        w.s3.stop();
+        w.s3.keys("media").len()
+    };
+    let (report, stored_before_outage) = tokio::join!(
+        w.run(json!({"batch_size": 8, "call_timeout_ms": 2000})),
+        outage
+    );
+    assert!(stored_before_outage < 8, "{report}");
+    let mut waiting = 0;
+    for (id, _, _) in &items {
+        let (status, error, _) = w.item(*id).await;
+        match status.as_str() {
+            "downloaded" => {}
+            "pending" => {
+                waiting += 1;
+                assert!(error.unwrap_or_default().contains("object store"));
+            }
+            other => panic!("item {id} is {other}: lost or failed by an outage"),
+        }
+    }
+    assert!(waiting > 0, "the outage hit nothing: {report}");
+
+    w.s3.restart().await.unwrap();
+    for (id, _, _) in &items {
+        w.due_now(*id).await;
+    }
+    w.run(json!({"batch_size": 8})).await;
+    for (id, url, body) in &items {
+        assert_eq!(w.item(*id).await.0, "downloaded");
+        assert_eq!(w.stored(&w.key(url, "jpg")).as_deref(), Some(&body[..]));
+    }
+    assert_eq!(w.s3.keys("media").len(), 8);
+    assert_eq!(w.counts().await, (8, 0));
 }

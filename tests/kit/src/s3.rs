@@ -9,6 +9,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::KitError;
@@ -42,7 +43,8 @@ pub fn s3s_fs_binary() -> PathBuf {
 
 /// A running `s3s-fs`; killed and its directory removed when dropped.
 pub struct S3Server {
-    child: Option<Child>,
+    // Behind a lock so a test can stop the store while a run borrows it.
+    child: Mutex<Option<Child>>,
     addr: SocketAddr,
     root: PathBuf,
     access_key: String,
@@ -59,8 +61,8 @@ impl S3Server {
             std::fs::create_dir_all(root.join(bucket))?;
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = S3Server {
-            child: None,
+        let server = S3Server {
+            child: Mutex::new(None),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             root,
             access_key: format!("AK{}", uuid::Uuid::new_v4().simple()),
@@ -118,15 +120,16 @@ impl S3Server {
     }
 
     /// Stops the server (its data stays), as an outage would.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn stop(&self) {
+        let taken = self.child.lock().ok().and_then(|mut child| child.take());
+        if let Some(mut child) = taken {
             child.kill().ok();
             child.wait().ok();
         }
     }
 
     /// Starts the server again on the same port over the same data.
-    pub async fn restart(&mut self) -> Result<(), KitError> {
+    pub async fn restart(&self) -> Result<(), KitError> {
         self.stop();
         let binary = s3s_fs_binary();
         if !binary.exists() {
@@ -150,15 +153,20 @@ impl S3Server {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        self.child = Some(child);
+        if let Ok(mut slot) = self.child.lock() {
+            *slot = Some(child);
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            let exited = self
+                .child
+                .lock()
+                .ok()
+                .and_then(|mut slot| slot.as_mut().and_then(|c| c.try_wait().ok().flatten()));
+            if let Some(status) = exited {
                 return Err(KitError::NotBuilt(format!(
                     "s3s-fs exited at start: {status}"
                 )));
