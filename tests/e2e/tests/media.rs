@@ -933,3 +933,49 @@ async fn the_store_stopped_mid_run_and_restarted_loses_nothing() {
     assert_eq!(w.s3.keys("media").len(), 8);
     assert_eq!(w.counts().await, (8, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_archived_posts_sharing_one_url_give_one_object() {
+    let w = world().await;
+    let body = jpeg(8000);
+    let url = w.host.route("/same.jpg", file("image/jpeg", body.clone()));
+    let post = |id: &str| {
+        json!({"platform_post_id": id, "content_type": "post", "text_content": id,
+               "created_at_platform": "2026-12-01T10:00:00Z", "post_data": {"id": id},
+               "media_urls": [url]})
+    };
+    // Archived the way ingest archives them.
+    let archived: Value = w
+        .sql
+        .query_one(
+            "select public.archive_platform_posts($1, null, $2)",
+            &[&w.account, &json!([post("p1"), post("p2")])],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let queued: i64 = w
+        .sql
+        .query_one(
+            "select count(*) from public.media_downloads where user_id = $1",
+            &[&w.user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1, "{archived}");
+    let posts: i64 = w
+        .sql
+        .query_one(
+            "select count(*) from public.ingested_posts where account_id = $1",
+            &[&w.account],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(posts, 2, "both posts archived: {archived}");
+    let report = w.run(json!({})).await;
+    assert_eq!(report["outcomes"]["downloaded"], 1, "{report}");
+    assert_eq!(w.s3.keys("media"), vec![w.key(&url, "jpg")]);
+    assert_eq!(w.host.hits("/same.jpg"), 1);
+}
