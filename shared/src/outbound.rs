@@ -219,63 +219,16 @@ impl OutboundRequest {
     /// Sends the request and reads the whole answer. Any status is an
     /// answer; only a missing answer is a [`SendFailure`].
     pub fn send(self) -> Result<Reply, SendFailure> {
-        let target = self.target();
-        let parsed = url::Url::parse(&self.url)
-            .map_err(|e| SendFailure::Invalid(target.clone(), e.to_string()))?;
-        let mut full = parsed.clone();
-        if !self.query.is_empty() {
-            full.query_pairs_mut().extend_pairs(&self.query);
-        }
-        let request = self.build(&full, &target, self.body.len() as u64)?;
-        let options = RequestOptions::new();
-        let nanos = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
-        // Hosts may not support every option; a refused option is not fatal
-        // (the body read below still has its own deadline).
-        options.set_connect_timeout(Some(nanos)).ok();
-        options.set_first_byte_timeout(Some(nanos)).ok();
-        options.set_between_bytes_timeout(Some(nanos)).ok();
-
-        let outgoing_body = request
-            .body()
-            .map_err(|()| SendFailure::Invalid(target.clone(), "body already taken".into()))?;
-        let future = outgoing_handler::handle(request, Some(options))
-            .map_err(|code| map_error_code(&target, code))?;
-        write_body(&outgoing_body, &self.body, &target)?;
-        OutgoingBody::finish(outgoing_body, None).map_err(|code| map_error_code(&target, code))?;
-
-        future.subscribe().block();
-        let response = match future.get() {
-            Some(Ok(Ok(response))) => response,
-            Some(Ok(Err(code))) => return Err(map_error_code(&target, code)),
-            Some(Err(())) | None => {
-                return Err(SendFailure::Connection(
-                    target,
-                    "response future failed".into(),
-                ));
-            }
-        };
-        let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
-        let body = response
-            .consume()
-            .map_err(|()| SendFailure::Connection(target.clone(), "body unavailable".into()))?;
-        let deadline = Instant::now() + self.timeout.saturating_mul(4);
-        let bytes = read_body(body, &target, deadline)?;
+        // The whole body must arrive by a deadline too: a peer that trickles
+        // a byte just inside each between-bytes timeout would hold us forever.
+        let read_for = self.timeout.saturating_mul(4);
+        let mut incoming = self.open()?;
+        let body = incoming.read_all(MAX_REPLY_BYTES, Some(Instant::now() + read_for))?;
         Ok(Reply {
-            status,
-            headers,
-            body: bytes,
-            target,
+            status: incoming.status,
+            headers: std::mem::take(&mut incoming.headers),
+            body,
+            target: std::mem::take(&mut incoming.target),
         })
     }
 
@@ -484,6 +437,16 @@ impl Incoming {
     /// Reads the rest of the body, refusing more than `limit` bytes (for
     /// small answers such as error documents).
     pub fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, SendFailure> {
+        self.read_all(limit, None)
+    }
+
+    /// Reads the rest of the body, refusing more than `limit` bytes and
+    /// giving up once `deadline` has passed.
+    fn read_all(
+        &mut self,
+        limit: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, SendFailure> {
         let mut bytes = Vec::new();
         while let Some(chunk) = self.read_chunk(64 * 1024)? {
             bytes.extend_from_slice(&chunk);
@@ -492,6 +455,9 @@ impl Incoming {
                     self.target.clone(),
                     format!("answer larger than {limit} bytes"),
                 ));
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(SendFailure::Timeout(self.target.clone()));
             }
         }
         Ok(bytes)
@@ -589,34 +555,6 @@ fn write_body(body: &OutgoingBody, bytes: &[u8], target: &str) -> Result<(), Sen
             .map_err(|e| stream_failure(target, e))?;
     }
     Ok(())
-}
-
-fn read_body(body: IncomingBody, target: &str, deadline: Instant) -> Result<Vec<u8>, SendFailure> {
-    let stream = body
-        .stream()
-        .map_err(|()| SendFailure::Connection(target.to_string(), "body stream".into()))?;
-    let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() > MAX_REPLY_BYTES {
-                    return Err(SendFailure::Decode(
-                        target.to_string(),
-                        format!("answer larger than {MAX_REPLY_BYTES} bytes"),
-                    ));
-                }
-                if Instant::now() > deadline {
-                    return Err(SendFailure::Timeout(target.to_string()));
-                }
-            }
-            Err(StreamError::Closed) => break,
-            Err(e) => return Err(stream_failure(target, e)),
-        }
-    }
-    drop(stream);
-    drop(IncomingBody::finish(body));
-    Ok(bytes)
 }
 
 fn stream_failure(target: &str, error: StreamError) -> SendFailure {
