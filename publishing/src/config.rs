@@ -2,7 +2,7 @@
 
 use shared::{Error, config};
 
-/// Everything `publish` reads from its variables.
+/// Everything publishing reads from the linking component's variables.
 #[derive(Clone)]
 pub struct Config {
     /// The Postgres connection string.

@@ -100,7 +100,7 @@ impl Outcome {
     }
 }
 
-/// What `publish` answers `schedule-claim`.
+/// How one publishing attempt ended, as `schedule-claim` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The scheduled post.

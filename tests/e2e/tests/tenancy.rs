@@ -49,17 +49,10 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// The components that publish: `schedule-claim`, and `publish` where the
-/// manifest still has it as its own component.
+/// The components that publish: `schedule-claim` (it links `publishing`).
 fn publishing_components() -> Vec<&'static str> {
     require_wasm("schedule-claim").unwrap();
-    let manifest = std::fs::read_to_string(product_manifest()).unwrap();
-    if manifest.contains("[component.publish]") {
-        require_wasm("publish").unwrap();
-        vec!["schedule-claim", "publish"]
-    } else {
-        vec!["schedule-claim"]
-    }
+    vec!["schedule-claim"]
 }
 
 async fn user(sql: &Client) -> Uuid {
