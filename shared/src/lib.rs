@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod jobs;
+pub mod oauth;
 pub mod object_store;
 pub mod outbound;
 pub mod response;
