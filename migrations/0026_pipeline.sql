@@ -639,13 +639,15 @@ $$;
 
 -- ------------------------------------------------------------------ verifier
 
--- Claims due outside links to check: [{id, url, checksum, lease_token,
+-- Claims due outside links to check (of one run when p_run_id is given:
+-- the owner reading it checks its links): [{id, url, checksum, lease_token,
 -- attempt, max_attempts}]. A link whose lease ran out on its last attempt is
 -- failed instead.
 create function public.pipeline_claim_link_checks(
   p_worker_id text,
   p_lease_seconds integer,
   p_max_items integer,
+  p_run_id text default null,
   p_now timestamptz default now()
 ) returns jsonb
 language plpgsql
@@ -665,6 +667,7 @@ begin
   with due as (
     select a.id from public.artifacts a
      where a.verification = 'pending'
+       and (p_run_id is null or a.run_id = p_run_id)
        and a.next_verify_at <= p_now
        and (a.verify_lease_expires_at is null or a.verify_lease_expires_at < p_now)
        and a.verify_attempts < a.max_verify_attempts
@@ -772,7 +775,7 @@ begin
     'public.pipeline_record_artifact(text, text, text, jsonb)',
     'public.pipeline_forget_artifact(uuid)',
     'public.pipeline_register_artifact_link(text, text, text, jsonb)',
-    'public.pipeline_claim_link_checks(text, integer, integer, timestamptz)',
+    'public.pipeline_claim_link_checks(text, integer, integer, text, timestamptz)',
     'public.pipeline_finish_link_check(uuid, bigint, text, jsonb, timestamptz)'
   ] loop
     execute format('revoke all on function %s from public, anon, authenticated', f);
