@@ -31,6 +31,34 @@
 -- credit the outcome is the same.) Users are locked in id order, so two
 -- claims never deadlock on them.
 
+-- Row triggers only where they do something -------------------------------------------------
+
+-- Each plpgsql trigger call (with its search_path setting) cost about as
+-- much as the row's own update on the queue paths. The updated_at triggers
+-- now fire only when the statement leaves updated_at alone (this
+-- migration's statements set it to now() themselves, as the trigger
+-- would), and the users guard only for the API roles it guards against.
+drop trigger update_ai_jobs_updated_at on public.ai_jobs;
+create trigger update_ai_jobs_updated_at
+  before update on public.ai_jobs
+  for each row when (new.updated_at is not distinct from old.updated_at)
+  execute function public.update_updated_at();
+drop trigger update_scheduled_posts_updated_at on public.scheduled_posts;
+create trigger update_scheduled_posts_updated_at
+  before update on public.scheduled_posts
+  for each row when (new.updated_at is not distinct from old.updated_at)
+  execute function public.update_updated_at_column();
+drop trigger update_users_updated_at on public.users;
+create trigger update_users_updated_at
+  before update on public.users
+  for each row when (new.updated_at is not distinct from old.updated_at)
+  execute function public.update_updated_at();
+drop trigger users_protect_privileged_columns on public.users;
+create trigger users_protect_privileged_columns
+  before update on public.users
+  for each row when (current_user in ('anon', 'authenticated'))
+  execute function public.users_protect_privileged_columns();
+
 -- claim_next_ai_jobs ------------------------------------------------------------------
 
 -- The statement is written once here and instantiated twice in the function
@@ -61,7 +89,7 @@ declare
       -- The current balance (FOR UPDATE reads the latest version), locked in id order.
       select u.id, u.credits
         from public.users u
-       where u.id in (select d.user_id from due d)
+       where u.id = any (array(select distinct d.user_id from due d))
        order by u.id
        for update of u
     ), running as (
@@ -76,7 +104,8 @@ declare
         from running r
     ), debited as (
       update public.users u
-         set credits = u.credits - t.total
+         set credits = u.credits - t.total,
+             updated_at = now()
         from (select p.user_id, max(p.total) as total
                 from priced p where p.paid group by p.user_id) t
        where u.id = t.user_id
@@ -97,6 +126,7 @@ declare
              lease_expires_at = case when p.paid is false then null
                                      else p_now + make_interval(secs => p_lease_seconds) end,
              lease_token = nextval('public.queue_lease_token_seq'),
+             updated_at = now(),
              dead_lettered_at = case when p.paid is false then p_now else t.dead_lettered_at end,
              last_error = case when p.paid is false
                                then format('insufficient credits: %s needed, %s left', p.price, p.balance_left)
@@ -191,6 +221,7 @@ begin
            locked_by = null,
            lease_expires_at = null,
            completed_at = p_now,
+           updated_at = now(),
            result = coalesce(p_result, '{}'::jsonb)
       from public.ai_jobs o
      where t.id = p_id
@@ -248,6 +279,7 @@ begin
            locked_by = null,
            lease_expires_at = null,
            completed_at = p_now,
+           updated_at = now(),
            result = coalesce(i.result, '{}'::jsonb)
       from input i
       join public.ai_jobs o on o.id = i.id
@@ -301,6 +333,7 @@ begin
            locked_by = null,
            lease_expires_at = null,
            posted_at = p_now,
+           updated_at = now(),
            published_post_id = coalesce((p_result ->> 'published_post_id')::uuid, t.published_post_id)
       from public.scheduled_posts o
      where t.id = p_id
