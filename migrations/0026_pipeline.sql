@@ -264,7 +264,11 @@ begin
                               'message', 'no such user: sign up first');
   end if;
   insert into public.jobs (run_id, project_spec, owner_id)
-  values ('run_' || replace(gen_random_uuid()::text, '-', ''), p_project_spec, p_owner_id)
+  -- 90 random bits (of a v4 uuid) in 16 base64url characters: short, because the run id
+  -- is part of every artifact's object key (and some stores, s3s-fs among
+  -- them, put an encoded key into a file name of at most 255 bytes).
+  values ('run_' || translate(left(encode(uuid_send(gen_random_uuid()), 'base64'), 16), '+/', '-_'),
+          p_project_spec, p_owner_id)
   returning * into v_job;
   return jsonb_build_object('created', true, 'run', public.pipeline_run_json(v_job));
 end

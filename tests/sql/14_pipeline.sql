@@ -54,7 +54,7 @@ select ok(not (public.pipeline_list_bot_tokens('00000000-0000-4000-8000-00000000
 select pg_temp.put('r1', public.pipeline_create_run('00000000-0000-4000-8000-0000000014a1', '{"app": "x"}') -> 'run' ->> 'run_id');
 select pg_temp.put('r2', public.pipeline_create_run('00000000-0000-4000-8000-0000000014a1', '{}') -> 'run' ->> 'run_id');
 select pg_temp.put('r3', public.pipeline_create_run('00000000-0000-4000-8000-0000000014a1', '{}') -> 'run' ->> 'run_id');
-select matches(pg_temp.g('r1'), '^run_[0-9a-f]{32}$', 'run ids are generated');
+select matches(pg_temp.g('r1'), '^run_[A-Za-z0-9_-]{16}$', 'run ids are generated (90 random bits)');
 select is((select status from public.jobs where run_id = pg_temp.g('r1')), 'pending', 'a new run is pending');
 
 -- token checks
