@@ -14,9 +14,11 @@ pub mod jobs;
 pub mod oauth;
 pub mod object_store;
 pub mod outbound;
+pub mod provider_log;
 pub mod response;
 pub mod sql;
 pub mod token_cipher;
+pub mod token_refresh;
 pub mod user_token;
 
 pub use error::Error;
