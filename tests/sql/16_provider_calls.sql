@@ -15,7 +15,7 @@ select ok(
      'provider', 'replicate', 'model', 'owner/model')) ? 'id'),
   'record_provider_call answers the new row id');
 select results_eq(
-  $$ select method, path, status_code, duration_ms, provider, model from public.api_logs $$,
+  $$ select method, path, status_code, duration_ms, provider, model from public.api_logs where user_id = '16000000-0000-0000-0000-000000000001' $$,
   $$ values ('POST'::text, '/v1/predictions'::text, 201, 42, 'replicate'::text, 'owner/model'::text) $$,
   'the row keeps method, status, duration, provider and model');
 select is((select count(*)::int from public.api_logs where path like '%s3cr3t%' or metadata::text like '%s3cr3t%'), 0,
@@ -32,7 +32,7 @@ select ok(
      'Your image is ready', 'One image', '{"generation_id": "g1"}', '/studio/g1') ? 'id'),
   'notify_user answers the new row id');
 select results_eq(
-  $$ select type, title, message, data, link, read from public.notifications $$,
+  $$ select type, title, message, data, link, read from public.notifications where user_id = '16000000-0000-0000-0000-000000000001' $$,
   $$ values ('generation_succeeded'::text, 'Your image is ready'::text, 'One image'::text,
              '{"generation_id": "g1"}'::jsonb, '/studio/g1'::text, false) $$,
   'the notification holds what the user reads, unread');
