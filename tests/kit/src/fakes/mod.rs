@@ -4,5 +4,6 @@
 pub mod bluesky;
 pub mod instagram;
 pub mod linkedin;
+pub mod openai;
 pub mod strava;
 pub mod x;

@@ -1,0 +1,367 @@
+//! The three routes: adapt an idea, regenerate one platform's variant, read
+//! an adaptation back. Every model call is reserved in `ai_text_runs`
+//! within the daily limit before it is made, settled with its usage tokens
+//! after, and logged in `api_logs`.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::db::Database;
+use shared::provider_log;
+use spin_sdk::http::Response;
+use spin_sdk::pg4::ParameterValue;
+use uuid::Uuid;
+
+use crate::config::{Config, ResponseFormat};
+use crate::error::{AdaptError, Result};
+use crate::model;
+use crate::prompt::{self, Brief, Message, RetryReason, Templates, VoiceProfile};
+use crate::request::{self, AdaptRequest, Platform};
+use crate::sql;
+use crate::variants::{self, Variant};
+
+#[derive(Deserialize)]
+struct Prepared {
+    ok: bool,
+    profile: Option<VoiceProfile>,
+    #[serde(default)]
+    prompts: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Reservation {
+    existing: Option<Value>,
+    #[serde(default)]
+    allowed: bool,
+    run_id: Option<Uuid>,
+    #[serde(default)]
+    used: i64,
+    #[serde(default)]
+    limit: i64,
+    #[serde(default)]
+    resets_at: String,
+    #[serde(default)]
+    resets_in_seconds: u64,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    ok: bool,
+    adaptation: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Found {
+    found: bool,
+    adaptation: Option<Value>,
+    profile: Option<VoiceProfile>,
+    #[serde(default)]
+    prompts: HashMap<String, String>,
+}
+
+fn uuid_param(id: Uuid) -> ParameterValue {
+    ParameterValue::Uuid(id.to_string())
+}
+
+fn text_param(text: Option<&str>) -> ParameterValue {
+    text.map_or(ParameterValue::DbNull, |t| {
+        ParameterValue::Str(t.to_string())
+    })
+}
+
+fn json_answer(status: u16, row: &Value) -> Response {
+    shared::response::json(status, row)
+}
+
+/// `POST /adapt`: the stored adaptation (201), or the stored twin with the
+/// same `idea_hash` (200) unless `force`.
+pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
+    let asked = AdaptRequest::parse(body)?;
+    let db = Database::open(&config.database_url)?;
+    let prepared: Prepared = db.call(
+        &sql::ADAPT_PREPARE,
+        &[
+            uuid_param(user),
+            asked
+                .voice_profile_id
+                .map_or(ParameterValue::DbNull, uuid_param),
+        ],
+    )?;
+    if !prepared.ok {
+        return Err(AdaptError::VoiceProfileNotFound(format!(
+            "voice profile {} is not one of yours",
+            asked
+                .voice_profile_id
+                .map(|id| id.to_string())
+                .unwrap_or_default()
+        )));
+    }
+    let profile = prepared.profile;
+    let idea_hash = asked.idea_hash(profile.as_ref().map(|p| p.id));
+    let templates = Templates::new(prepared.prompts);
+    let brief = Brief {
+        idea: &asked.idea,
+        platforms: &asked.platforms,
+        tone: asked.tone.as_deref(),
+        target_audience: asked.target_audience.as_deref(),
+        profile: profile.as_ref(),
+        schema_in_prompt: config.response_format == ResponseFormat::JsonObject,
+    };
+    let messages = prompt::messages(&templates, &brief)?;
+    let dedupe = (!asked.force).then_some(idea_hash.as_str());
+    let variants = match generate(
+        &db,
+        config,
+        user,
+        &templates,
+        messages,
+        &asked.platforms,
+        dedupe,
+    )? {
+        Generated::Existing(row) => return Ok(json_answer(200, &row)),
+        Generated::Variants(variants) => variants,
+    };
+    let adaptations: Map<String, Value> = variants
+        .iter()
+        .map(|v| (v.platform().key().to_string(), v.to_json()))
+        .collect();
+    let saved: Saved = db.call(
+        &sql::ADAPT_SAVE,
+        &[
+            uuid_param(user),
+            ParameterValue::Str(asked.idea.clone()),
+            ParameterValue::Str(idea_hash),
+            profile
+                .as_ref()
+                .map_or(ParameterValue::DbNull, |p| uuid_param(p.id)),
+            text_param(asked.tone.as_deref()),
+            text_param(asked.target_audience.as_deref()),
+            ParameterValue::Jsonb(Value::Object(adaptations).to_string().into_bytes()),
+            ParameterValue::Boolean(asked.force),
+        ],
+    )?;
+    match (saved.ok, saved.adaptation) {
+        (true, Some(row)) => Ok(json_answer(201, &row)),
+        // The profile was deleted or moved while the model wrote.
+        _ => Err(AdaptError::VoiceProfileNotFound(
+            "the voice profile is no longer one of yours".into(),
+        )),
+    }
+}
+
+/// `POST /adapt/{id}/regenerate` `{platform}`: that platform's variant
+/// written again, the others kept.
+pub fn regenerate(config: &Config, user: Uuid, id: Uuid, body: &[u8]) -> Result<Response> {
+    let platform = request::parse_regenerate(body)?;
+    let db = Database::open(&config.database_url)?;
+    let found: Found = db.call(&sql::ADAPT_CONTEXT, &[uuid_param(id), uuid_param(user)])?;
+    let (true, Some(row)) = (found.found, found.adaptation) else {
+        return Err(not_found());
+    };
+    let text = |key: &str| row.get(key).and_then(Value::as_str).map(str::to_string);
+    let idea = text("original_idea").unwrap_or_default();
+    let (tone, audience) = (text("tone"), text("target_audience"));
+    let templates = Templates::new(found.prompts);
+    let platforms = [platform];
+    let brief = Brief {
+        idea: &idea,
+        platforms: &platforms,
+        tone: tone.as_deref(),
+        target_audience: audience.as_deref(),
+        profile: found.profile.as_ref(),
+        schema_in_prompt: config.response_format == ResponseFormat::JsonObject,
+    };
+    let messages = prompt::messages(&templates, &brief)?;
+    let Generated::Variants(variants) =
+        generate(&db, config, user, &templates, messages, &platforms, None)?
+    else {
+        return Err(AdaptError::Shared(shared::Error::Database(
+            "adapt_reserve_run answered a stored adaptation without an idea hash".into(),
+        )));
+    };
+    let variant = variants
+        .into_iter()
+        .next()
+        .ok_or_else(|| AdaptError::InvalidAnswer("the model wrote no variant".into()))?;
+    let saved: Found = db.call(
+        &sql::ADAPT_SAVE_PLATFORM,
+        &[
+            uuid_param(id),
+            uuid_param(user),
+            ParameterValue::Str(platform.key().to_string()),
+            ParameterValue::Jsonb(variant.to_json().to_string().into_bytes()),
+        ],
+    )?;
+    match (saved.found, saved.adaptation) {
+        (true, Some(row)) => Ok(json_answer(200, &row)),
+        _ => Err(not_found()),
+    }
+}
+
+/// `GET /adapt/{id}`: one of the user's adaptations.
+pub fn get(config: &Config, user: Uuid, id: Uuid) -> Result<Response> {
+    let db = Database::open(&config.database_url)?;
+    let found: Found = db.call(&sql::ADAPT_GET, &[uuid_param(id), uuid_param(user)])?;
+    match (found.found, found.adaptation) {
+        (true, Some(row)) => Ok(json_answer(200, &row)),
+        _ => Err(not_found()),
+    }
+}
+
+/// The one 404 for unknown ids and other users' adaptations alike.
+pub fn not_found() -> AdaptError {
+    AdaptError::NotFound("no such adaptation".into())
+}
+
+enum Generated {
+    /// A stored adaptation with the same idea hash.
+    Existing(Value),
+    /// Fresh variants, one per platform asked, each within its limit.
+    Variants(Vec<Variant>),
+}
+
+/// Why an answer cannot be stored as it is.
+enum Problem {
+    /// Not the JSON asked for.
+    Invalid(String),
+    /// Valid, but these platforms' variants are over their limits; the
+    /// others are kept.
+    TooLong {
+        kept: Vec<Variant>,
+        over: Vec<Platform>,
+        why: String,
+    },
+}
+
+fn evaluate(content: &str, platforms: &[Platform]) -> std::result::Result<Vec<Variant>, Problem> {
+    let parsed = variants::parse(content, platforms).map_err(Problem::Invalid)?;
+    let mut kept = Vec::new();
+    let mut over = Vec::new();
+    let mut why = Vec::new();
+    for variant in parsed {
+        let platform = variant.platform();
+        match variants::fit(variant) {
+            Ok(v) => kept.push(v),
+            Err(problem) => {
+                over.push(platform);
+                why.push(problem);
+            }
+        }
+    }
+    if over.is_empty() {
+        Ok(kept)
+    } else {
+        Err(Problem::TooLong {
+            kept,
+            over,
+            why: why.join("; "),
+        })
+    }
+}
+
+/// Asks the model (at most twice: an unusable or over-long answer is asked
+/// for once more), each call reserved, settled and logged.
+fn generate(
+    db: &Database,
+    config: &Config,
+    user: Uuid,
+    templates: &Templates,
+    messages: Vec<Message>,
+    platforms: &[Platform],
+    dedupe: Option<&str>,
+) -> Result<Generated> {
+    let first = match call(db, config, user, &messages, platforms, dedupe)? {
+        Called::Existing(row) => return Ok(Generated::Existing(row)),
+        Called::Answered(content) => content,
+    };
+    let (reason, problem, ask, mut kept) = match evaluate(&first, platforms) {
+        Ok(variants) => return Ok(Generated::Variants(variants)),
+        Err(Problem::Invalid(why)) => (RetryReason::Invalid, why, platforms.to_vec(), Vec::new()),
+        Err(Problem::TooLong { kept, over, why }) => (RetryReason::TooLong, why, over, kept),
+    };
+    let retry = prompt::retry_messages(templates, &messages, &first, reason, &problem, &ask)?;
+    let Called::Answered(second) = call(db, config, user, &retry, &ask, None)? else {
+        return Err(AdaptError::Shared(shared::Error::Database(
+            "adapt_reserve_run answered a stored adaptation without an idea hash".into(),
+        )));
+    };
+    match evaluate(&second, &ask) {
+        Ok(fixed) => {
+            kept.extend(fixed);
+            kept.sort_by_key(Variant::platform);
+            Ok(Generated::Variants(kept))
+        }
+        Err(Problem::Invalid(why)) => Err(AdaptError::InvalidAnswer(format!(
+            "the model's answer was unusable twice (first: {problem}; then: {why})"
+        ))),
+        Err(Problem::TooLong { why, .. }) => Err(AdaptError::TooLong(format!(
+            "still over the platform limit after asking again: {why}"
+        ))),
+    }
+}
+
+enum Called {
+    Existing(Value),
+    Answered(String),
+}
+
+/// One model call: reserve (or find the stored twin), call, log, settle.
+fn call(
+    db: &Database,
+    config: &Config,
+    user: Uuid,
+    messages: &[Message],
+    platforms: &[Platform],
+    dedupe: Option<&str>,
+) -> Result<Called> {
+    let reservation: Reservation = db.call(
+        &sql::ADAPT_RESERVE_RUN,
+        &[
+            uuid_param(user),
+            ParameterValue::Str(config.provider.clone()),
+            ParameterValue::Str(config.model.clone()),
+            ParameterValue::Str(prompt::prompt_hash(messages)),
+            ParameterValue::Int32(config.daily_limit),
+            text_param(dedupe),
+        ],
+    )?;
+    if let Some(row) = reservation.existing {
+        return Ok(Called::Existing(row));
+    }
+    let (true, Some(run_id)) = (reservation.allowed, reservation.run_id) else {
+        return Err(AdaptError::DailyLimit {
+            used: reservation.used,
+            limit: reservation.limit,
+            resets_at: reservation.resets_at,
+            retry_after: reservation.resets_in_seconds.max(1),
+        });
+    };
+    let (result, logged) = model::complete(config, messages, platforms, user);
+    provider_log::record(db, &logged)?;
+    let answered = logged.status_code.is_some_and(|s| (200..300).contains(&s));
+    let (input, output) = result
+        .as_ref()
+        .map(|c| (c.input_tokens, c.output_tokens))
+        .unwrap_or((0, 0));
+    db.call_json(
+        &sql::ADAPT_SETTLE_RUN,
+        &[
+            uuid_param(run_id),
+            uuid_param(user),
+            ParameterValue::Int32(input),
+            ParameterValue::Int32(output),
+            ParameterValue::Boolean(answered),
+        ],
+    )?;
+    let completion = result?;
+    if let Some(refusal) = completion.refusal {
+        let short: String = refusal.chars().take(300).collect();
+        return Err(AdaptError::Refused(format!(
+            "the model declined to write the posts: {short}"
+        )));
+    }
+    // A cut-off answer (`finish_reason: length`) is unfinished JSON, which
+    // parsing refuses: it is re-asked like any unusable answer.
+    Ok(Called::Answered(completion.content))
+}
