@@ -160,11 +160,21 @@ pub fn check_standard_webhook(
     mac.update(b".");
     mac.update(body);
     let expected = mac.finalize().into_bytes();
+    let (mut decoded, mut malformed) = (0usize, 0usize);
     let matched = signature
         .split(' ')
         .filter_map(|entry| entry.split_once(','))
         .filter(|(version, _)| *version == "v1")
-        .filter_map(|(_, encoded)| STANDARD.decode(encoded).ok())
+        .filter_map(|(_, encoded)| match STANDARD.decode(encoded) {
+            Ok(candidate) => {
+                decoded += 1;
+                Some(candidate)
+            }
+            Err(_) => {
+                malformed += 1;
+                None
+            }
+        })
         // Every entry is compared (no early exit on the first match).
         .fold(subtle::Choice::from(0), |any, candidate| {
             any | candidate.as_slice().ct_eq(expected.as_slice())
@@ -172,9 +182,22 @@ pub fn check_standard_webhook(
     if bool::from(matched) {
         Ok(id.to_string())
     } else {
-        Err(WebhookError::SignatureMismatch(
-            "no v1 entry of webhook-signature matches",
-        ))
+        Err(WebhookError::SignatureMismatch(mismatch_reason(
+            decoded, malformed,
+        )))
+    }
+}
+
+/// Why no `v1` entry matched, so a sender can tell a bad encoding from a
+/// wrong secret: when every `v1` entry there is fails to decode as base64,
+/// the message says the entries are malformed (the code stays
+/// `signature_mismatch`, as Standard Webhooks senders expect a 401 either
+/// way).
+fn mismatch_reason(decoded: usize, malformed: usize) -> &'static str {
+    match (decoded, malformed) {
+        (0, 1) => "the only v1 entry of webhook-signature is malformed: it is not valid base64",
+        (0, m) if m > 1 => "every v1 entry of webhook-signature is malformed: none is valid base64",
+        _ => "no v1 entry of webhook-signature matches",
     }
 }
 
@@ -522,6 +545,32 @@ mod tests {
             standard("msg_1", &now.to_string(), &header, body, now).unwrap(),
             "msg_1"
         );
+    }
+
+    #[test]
+    fn a_malformed_only_v1_entry_is_a_mismatch_that_says_so() {
+        let body = b"{}";
+        let now = 1_700_000_000;
+        let ts = now.to_string();
+        let message = |header: &str| match standard("msg_1", &ts, header, body, now) {
+            Err(e @ WebhookError::SignatureMismatch(_)) => e.to_string(),
+            other => panic!("expected signature_mismatch, got {other:?}"),
+        };
+        let only_bad = message("v1,!!not*base64");
+        assert!(only_bad.contains("malformed"), "{only_bad}");
+        assert!(only_bad.contains("base64"), "{only_bad}");
+        let all_bad = message("v1,%%% v1,$$$ v2,AAAA");
+        assert!(all_bad.contains("every v1 entry"), "{all_bad}");
+        // A well-formed entry under the wrong key is a plain mismatch: the
+        // sender's secret is wrong, not its encoding.
+        let wrong_key = standard_signature("msg_1", now, body, b"another key");
+        let wrong = message(&wrong_key);
+        assert!(!wrong.contains("malformed"), "{wrong}");
+        assert_eq!(wrong, "no v1 entry of webhook-signature matches");
+        // One decodable entry beside a malformed one: the decodable one was
+        // compared and did not match, so it is a plain mismatch too.
+        let mixed = message(&format!("v1,!!bad {wrong_key}"));
+        assert_eq!(mixed, "no v1 entry of webhook-signature matches");
     }
 
     #[test]

@@ -397,7 +397,7 @@ impl AppInner {
     /// Answers one incoming request.
     pub(crate) async fn handle(
         self: Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<crate::drain::DrainOnDrop>,
         client: SocketAddr,
     ) -> http::Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();

@@ -97,6 +97,7 @@ pub(crate) fn start(
                     let service = hyper::service::service_fn(move |req| {
                         let app = app.clone();
                         async move {
+                            let req = crate::drain::DrainOnDrop::wrap(req);
                             Ok::<_, std::convert::Infallible>(app.handle(req, peer).await)
                         }
                     });
