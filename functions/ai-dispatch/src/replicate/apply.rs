@@ -1,0 +1,321 @@
+//! Replicate's news applied to generations: the webhooks the receiver
+//! stored (`ingested_items`, platform `replicate`, one per `webhook-id`)
+//! in order of arrival, and polls (`GET /v1/predictions/{id}`) of
+//! predictions whose webhook never came.
+//!
+//! Order does not matter for correctness: `apply_replicate_prediction` is
+//! monotonic (a finished generation never changes; `starting` and
+//! `processing` change nothing), so repeats, reordering and a poll racing
+//! a webhook all end in the same row. On `succeeded` every output file is
+//! copied into the `generations` bucket first, at
+//! `{user_id}/{generation_id}/{index}.{ext}`, and `output_urls` become our
+//! copies. `output_thumbs` stays empty: see [`THUMBNAILS`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::Error;
+use spin_sdk::pg4::ParameterValue;
+
+use super::copy::{self, CopyFailure};
+use super::{Context, api, jsonb, sql};
+
+/// The bucket of generation outputs (seed 004: public read).
+pub const BUCKET: &str = "generations";
+
+/// Why `output_thumbs` stays empty: the seed added it with video support,
+/// for poster frames of video outputs; making one means decoding H.264 or
+/// VP9, and resizing an image means an image codec, neither of which this
+/// component carries (no codec crate is in the allowed set, and a
+/// WebAssembly component cannot run ffmpeg). The client shows the image
+/// outputs themselves.
+pub const THUMBNAILS: &str = "not made: no image or video codec in the component";
+
+/// How one webhook or poll ended.
+enum Applied {
+    /// Applied, or nothing to do (repeat, late event): the answer.
+    Done(Value),
+    /// No generation or LoRA has this id (yet): try again later.
+    Unknown(String),
+    /// A copy or the store failed for now: try again later.
+    Retry(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookItem {
+    id: String,
+    lease_token: i64,
+    #[serde(default)]
+    payload: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Target {
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    finished: bool,
+}
+
+/// Applies stored webhooks until none is pending or time is up.
+pub fn run_webhooks(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
+    let mut counts = BTreeMap::new();
+    while ctx.time_left() {
+        let batch: Vec<WebhookItem> = ctx.db.call(
+            &sql::CLAIM_REPLICATE_WEBHOOKS,
+            &[
+                ctx.worker_id.clone().into(),
+                ParameterValue::Int32(i32::try_from(ctx.settings.lease_seconds).unwrap_or(120)),
+                ParameterValue::Int32(20),
+            ],
+        )?;
+        if batch.is_empty() {
+            break;
+        }
+        for item in &batch {
+            let outcome = if item.payload.get("id").and_then(Value::as_str).is_none()
+                || item.payload.get("status").and_then(Value::as_str).is_none()
+            {
+                finish_item(
+                    ctx,
+                    item,
+                    Err((
+                        "the webhook is not a Replicate prediction (no id or status)".into(),
+                        true,
+                    )),
+                )?;
+                "not_a_prediction"
+            } else {
+                match apply(ctx, &item.payload)? {
+                    Applied::Done(answer) => {
+                        let name = if answer.get("applied") == Some(&Value::Bool(true)) {
+                            "applied"
+                        } else {
+                            "no_change"
+                        };
+                        finish_item(ctx, item, Ok(answer))?;
+                        name
+                    }
+                    Applied::Unknown(why) => {
+                        finish_item(ctx, item, Err((why, false)))?;
+                        "unknown_prediction"
+                    }
+                    Applied::Retry(why) => {
+                        finish_item(ctx, item, Err((why, false)))?;
+                        "retry"
+                    }
+                }
+            };
+            *counts.entry(outcome).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn finish_item(
+    ctx: &Context<'_>,
+    item: &WebhookItem,
+    result: Result<Value, (String, bool)>,
+) -> Result<(), Error> {
+    let id = ParameterValue::Uuid(item.id.clone());
+    let lease = ParameterValue::Int64(item.lease_token);
+    match result {
+        Ok(answer) => ctx
+            .db
+            .call_json(&sql::COMPLETE_INGESTED_ITEM, &[id, lease, jsonb(&answer)])?,
+        Err((why, permanent)) => ctx.db.call_json(
+            &sql::FAIL_INGESTED_ITEM,
+            &[
+                id,
+                lease,
+                why.into(),
+                ParameterValue::Boolean(permanent),
+                ParameterValue::DbNull,
+            ],
+        )?,
+    };
+    Ok(())
+}
+
+/// Applies one prediction (a webhook's body or a poll's answer).
+fn apply(ctx: &Context<'_>, prediction: &Value) -> Result<Applied, Error> {
+    let prediction_id = prediction
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let status = prediction
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let target: Target = ctx.db.call(
+        &sql::REPLICATE_PREDICTION_TARGET,
+        &[prediction_id.clone().into()],
+    )?;
+    match target.kind.as_deref() {
+        Some("generation") => {}
+        Some(other) => {
+            return Ok(Applied::Done(json!({
+                "applied": false, "reason": format!("{other} updates are not applied by this build")
+            })));
+        }
+        None => {
+            return Ok(Applied::Unknown(format!(
+                "no generation has Replicate prediction {prediction_id} (yet)"
+            )));
+        }
+    }
+    if target.finished {
+        return Ok(Applied::Done(
+            json!({"applied": false, "reason": "already_finished", "id": target.id}),
+        ));
+    }
+    let summary = api::summary(prediction);
+    if status != "succeeded" {
+        let answer = ctx.db.call_json(
+            &sql::APPLY_REPLICATE_PREDICTION,
+            &[jsonb(&summary), ParameterValue::DbNull],
+        )?;
+        return Ok(Applied::Done(answer));
+    }
+    let (Some(store), Some(store_config)) = (&ctx.store, &ctx.store_config) else {
+        return Ok(Applied::Retry(
+            "the object store is not configured (media_store_*)".into(),
+        ));
+    };
+    let (Some(generation_id), Some(user_id)) = (&target.id, &target.user_id) else {
+        return Err(Error::Database(
+            "replicate_prediction_target answered a generation without id or user".into(),
+        ));
+    };
+    let mut urls = Vec::new();
+    for (index, source) in api::output_urls(prediction).iter().enumerate() {
+        let stem = format!("{user_id}/{generation_id}/{index}");
+        match copy::copy(
+            store,
+            BUCKET,
+            &stem,
+            source,
+            ctx.settings.timeout(),
+            Duration::from_secs(ctx.settings.transfer_seconds),
+        ) {
+            Ok(copied) => urls.push(copy::public_url(store_config, BUCKET, &copied.key)),
+            Err(CopyFailure::Retry(why)) => {
+                return Ok(Applied::Retry(format!("copying output {index}: {why}")));
+            }
+            Err(CopyFailure::Gone(why)) => {
+                let answer = ctx.db.call_json(
+                    &sql::FAIL_REPLICATE_OUTPUTS,
+                    &[
+                        prediction_id.clone().into(),
+                        format!("the outputs could not be copied before Replicate deleted them: output {index}: {why}").into(),
+                    ],
+                )?;
+                return Ok(Applied::Done(answer));
+            }
+        }
+    }
+    let copies = json!({ "output_urls": urls, "output_thumbs": [], "thumbnails": THUMBNAILS });
+    let answer = ctx.db.call_json(
+        &sql::APPLY_REPLICATE_PREDICTION,
+        &[jsonb(&summary), jsonb(&copies)],
+    )?;
+    Ok(Applied::Done(answer))
+}
+
+#[derive(Debug, Deserialize)]
+struct Poll {
+    prediction_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    model_id: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PoolToken {
+    token: String,
+}
+
+/// Polls predictions with no news for `poll_after_seconds`.
+pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
+    let mut counts = BTreeMap::new();
+    while ctx.time_left() {
+        let batch: Vec<Poll> = ctx.db.call(
+            &sql::CLAIM_REPLICATE_POLLS,
+            &[
+                ctx.worker_id.clone().into(),
+                ParameterValue::Int32(
+                    i32::try_from(ctx.settings.poll_after_seconds).unwrap_or(300),
+                ),
+                ParameterValue::Int32(20),
+            ],
+        )?;
+        if batch.is_empty() {
+            break;
+        }
+        for poll in &batch {
+            let outcome = poll_one(ctx, poll)?;
+            *counts.entry(outcome).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn poll_one(ctx: &Context<'_>, poll: &Poll) -> Result<&'static str, Error> {
+    let token = match &poll.token {
+        Some(token) => token.clone(),
+        None => {
+            let pooled: Option<PoolToken> = ctx.db.call(&sql::NEXT_REPLICATE_TOKEN, &[])?;
+            match pooled {
+                Some(p) => p.token,
+                None => return Ok("no_token"),
+            }
+        }
+    };
+    let path = format!("/v1/predictions/{}", poll.prediction_id);
+    let (reply, call) = ctx.send(
+        "GET",
+        &path,
+        &token,
+        None,
+        poll.user_id.as_deref(),
+        poll.model_id.as_deref(),
+    );
+    ctx.log_call(&call)?;
+    let Ok(reply) = reply else {
+        return Ok("unreachable");
+    };
+    match reply.status {
+        200 => {
+            let Ok(prediction) = reply.json::<Value>() else {
+                return Ok("unreadable");
+            };
+            Ok(match apply(ctx, &prediction)? {
+                Applied::Done(answer) if answer.get("applied") == Some(&Value::Bool(true)) => {
+                    "applied"
+                }
+                Applied::Done(_) => "no_change",
+                Applied::Unknown(_) => "unknown_prediction",
+                Applied::Retry(_) => "retry",
+            })
+        }
+        404 => {
+            let lost = json!({"id": poll.prediction_id, "status": "failed",
+                              "error": "Replicate has no such prediction (HTTP 404 when polled)"});
+            ctx.db.call_json(
+                &sql::APPLY_REPLICATE_PREDICTION,
+                &[jsonb(&lost), ParameterValue::DbNull],
+            )?;
+            Ok("lost")
+        }
+        _ => Ok("not_answered"),
+    }
+}
