@@ -75,6 +75,13 @@ declare
        order by q.next_attempt_at, q.id
        limit @LIMIT@
        for update of q skip locked
+    ), charged_before as (
+      -- Probed by key (= ANY on the primary key), whatever the planner
+      -- thinks of the table's size.
+      select c.item_id
+        from public.credit_charges c
+       where c.queue = 'ai_jobs'
+         and c.item_id = any (array(select l.id from locked l))
     ), due as (
       -- Not charged yet (a retry or a deferred job was charged at its first dispatch).
       select l.id, l.user_id, l.next_attempt_at,
@@ -83,8 +90,7 @@ declare
                         order by (p.kind = '*')
                         limit 1), 0) as price
         from locked l
-       where not exists (select 1 from public.credit_charges c
-                          where c.queue = 'ai_jobs' and c.item_id = l.id)
+       where l.id not in (select b.item_id from charged_before b)
     ), payers as (
       -- The current balance (FOR UPDATE reads the latest version), locked in id order.
       select u.id, u.credits
@@ -284,7 +290,11 @@ begin
       from input i
       join public.ai_jobs o on o.id = i.id
      where t.id = i.id
-       and t.status = 'running'
+       -- Written so that it cannot match ai_jobs_lease_idx's predicate: that
+       -- partial index keeps an entry for every version ever leased until
+       -- vacuum, and a plan walking it grew with the queue's history; the
+       -- jobs are found by primary key instead (status is not null).
+       and (t.status = 'running') is not false
        and t.lease_token = i.lease_token
     returning t.id, t.lease_token, o.locked_by, i.result
   ), events as (
