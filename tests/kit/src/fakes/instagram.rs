@@ -23,6 +23,43 @@
 //!   the token's user's is code 100 `GraphMethodException` subcode 33; a
 //!   rate limit ([`Fault::rate_limited`]) is code 4 "Application request
 //!   limit reached".
+//!
+//! OAuth (Instagram API with Instagram Login, "Business Login for
+//! Instagram"; shared rules in [`crate::fakes::oauth`]), every host on the
+//! one loopback port:
+//!
+//! - `GET /oauth/authorize?client_id&redirect_uri&response_type=code&
+//!   scope&state[&code_challenge&code_challenge_method=S256]`
+//!   (www.instagram.com) -> 302 to `redirect_uri?state&code#_` (Instagram
+//!   appends `#_`) for the user set with [`FakeInstagram::consent_as`], or
+//!   `?error=access_denied&error_reason=user_denied&error_description=
+//!   The+user+denied+your+request.&state` after
+//!   [`FakeInstagram::deny_next`]. Instagram does not document PKCE; the
+//!   fake checks a `code_challenge` when one was sent.
+//! - `POST /oauth/access_token` (api.instagram.com; form `client_id`,
+//!   `client_secret`, `grant_type=authorization_code`, `redirect_uri`,
+//!   `code`, `code_verifier`) -> 200 `{"data": [{"access_token",
+//!   "user_id", "permissions"}]}`: a **short-lived** token (one hour). A
+//!   bad, used or expired code, a wrong `redirect_uri` or verifier is 400
+//!   `{"error_type": "OAuthException", "code": 400, "error_message":
+//!   "Invalid authorization code"}`; wrong client credentials 400 "Invalid
+//!   platform app" (`invalid_client`).
+//! - `GET /access_token?grant_type=ig_exchange_token&client_secret&
+//!   access_token` (graph.instagram.com) -> `{access_token, token_type:
+//!   "bearer", expires_in: 5184000}`: the 60-day long-lived token for a
+//!   short-lived one (a long-lived or unknown token is code 190, a wrong
+//!   secret code 101 "Error validating client secret").
+//! - `GET /refresh_access_token?grant_type=ig_refresh_token&access_token`
+//!   -> the same shape, a new 60-day token, for a long-lived token at
+//!   least 24 hours old and unexpired (younger: code 100 "the token must
+//!   be at least 24 hours old"; short-lived, expired or unknown: code 190).
+//! - `GET /me?fields=user_id,username,...` -> `{"id", "user_id",
+//!   "username", ...}` (only the asked fields besides `id`; the fake's `id`
+//!   and `user_id` are both the professional account's id).
+//! - Instagram has no revocation endpoint (apps learn of removal through
+//!   the deauthorize callback). 5xx and 429-like faults on these paths come
+//!   from [`FakeInstagram::fail_next`] with [`Fault::on_path`]. Nothing
+//!   sleeps: the fake is "instant" for benchmarks as it is.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +73,12 @@ use serde_json::{Map, Value, json};
 
 use crate::KitError;
 use crate::fake::{FakeServer, RecordedRequest};
+use crate::fakes::oauth::{self, Grant, OAuth, Refusal, Rules};
+
+/// Short-lived tokens (from the code exchange) last an hour.
+const SHORT_LIVED_SECONDS: i64 = 3600;
+/// Long-lived tokens last 60 days.
+const LONG_LIVED_SECONDS: i64 = 60 * 86_400;
 
 /// A canned answer for the next matching request.
 #[derive(Debug, Clone)]
@@ -94,8 +137,10 @@ struct User {
     media: Vec<Value>,
 }
 
-#[derive(Default)]
 struct State {
+    oauth: OAuth,
+    /// Short-lived tokens not yet exchanged.
+    short_lived: std::collections::HashSet<String>,
     users: BTreeMap<String, User>,
     tokens: HashMap<String, String>,
     faults: VecDeque<(usize, Fault)>,
@@ -141,7 +186,22 @@ pub fn graph_time(at: DateTime<Utc>) -> String {
 impl FakeInstagram {
     /// Starts the fake.
     pub async fn start() -> Result<Self, KitError> {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            oauth: OAuth::new(Rules {
+                // What the code exchange gives; long-lived ones are minted
+                // with their own lifetime.
+                access_lifetime: SHORT_LIVED_SECONDS,
+                refresh_tokens: false,
+                rotate_refresh: false,
+                prefix: "IGAA",
+                refresh_scope: None,
+            }),
+            short_lived: std::collections::HashSet::new(),
+            users: BTreeMap::new(),
+            tokens: HashMap::new(),
+            faults: VecDeque::new(),
+            base: String::new(),
+        }));
         let handler_state = state.clone();
         let server = FakeServer::start(move |request| answer(&handler_state, request)).await?;
         lock(&state).base = server.url();
@@ -175,9 +235,71 @@ impl FakeInstagram {
 
     /// Revokes every token of the user (code 190 afterwards).
     pub fn revoke(&self, ig_user_id: &str) {
+        let mut state = lock(&self.state);
+        state.tokens.retain(|_, user| user != ig_user_id);
+        state.oauth.revoke_user(ig_user_id);
+    }
+
+    /// Requires these client credentials (Instagram app id and secret).
+    pub fn expect_client(&self, client_id: &str, client_secret: &str) {
         lock(&self.state)
-            .tokens
-            .retain(|_, user| user != ig_user_id);
+            .oauth
+            .expect_client(client_id, client_secret);
+    }
+
+    /// Authorizations are approved by `ig_user_id` from now on (added as
+    /// `username` if new).
+    pub fn consent_as(&self, ig_user_id: &str, username: &str) {
+        let mut state = lock(&self.state);
+        state
+            .users
+            .entry(ig_user_id.to_string())
+            .or_insert_with(|| User {
+                username: username.to_string(),
+                media: Vec::new(),
+            });
+        state.oauth.consent_as(ig_user_id);
+    }
+
+    /// The next `times` authorizations answer `error=access_denied`.
+    pub fn deny_next(&self, times: usize) {
+        lock(&self.state).oauth.deny_next(times);
+    }
+
+    /// A long-lived token for `ig_user_id` (added as `username` if new)
+    /// issued at `issued_at` (Unix seconds): older than 24 hours to be
+    /// refreshable, older than 60 days to be expired.
+    pub fn grant(&self, ig_user_id: &str, username: &str, issued_at: i64) -> Grant {
+        let mut state = lock(&self.state);
+        state
+            .users
+            .entry(ig_user_id.to_string())
+            .or_insert_with(|| User {
+                username: username.to_string(),
+                media: Vec::new(),
+            });
+        state.oauth.mint_access_lasting(
+            ig_user_id,
+            "instagram_business_basic,instagram_business_content_publish",
+            issued_at,
+            LONG_LIVED_SECONDS,
+        )
+    }
+
+    /// Whether an access token works now.
+    pub fn access_valid(&self, access_token: &str) -> bool {
+        let state = lock(&self.state);
+        state.tokens.contains_key(access_token) || state.oauth.user_of(access_token).is_some()
+    }
+
+    /// Successful `ig_refresh_token` refreshes so far.
+    pub fn refreshes(&self) -> usize {
+        lock(&self.state).oauth.refreshes
+    }
+
+    /// Successful code exchanges so far.
+    pub fn code_exchanges(&self) -> usize {
+        lock(&self.state).oauth.exchanges
     }
 
     /// Publishes `media` (see [`FakeInstagram::image`], [`FakeInstagram::video`],
@@ -379,6 +501,13 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
         }
         return respond(fault.status, &fault.body, fault.retry_after);
     }
+    match (request.method.as_str(), path.as_str()) {
+        ("GET", "/oauth/authorize") => return authorize(&mut state, request),
+        ("POST", "/oauth/access_token") => return exchange_code(&mut state, request),
+        ("GET", "/access_token") => return long_lived(&mut state, request, false),
+        ("GET", "/refresh_access_token") => return long_lived(&mut state, request, true),
+        _ => {}
+    }
     if request.method != http::Method::GET {
         let body = graph_error(
             "Unsupported request - method type: post",
@@ -400,7 +529,14 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string)
     });
-    let Some(user_id) = token.as_ref().and_then(|t| state.tokens.get(t)).cloned() else {
+    let owner = token.as_ref().and_then(|t| {
+        state
+            .tokens
+            .get(t)
+            .cloned()
+            .or_else(|| state.oauth.user_of(t))
+    });
+    let Some(user_id) = owner else {
         let body = graph_error(
             "Invalid OAuth access token - Cannot parse access token",
             "OAuthException",
@@ -412,6 +548,25 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
     let fields = params.get("fields").cloned().unwrap_or_default();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
+        ["me"] => {
+            let username = state
+                .users
+                .get(&user_id)
+                .map(|u| u.username.clone())
+                .unwrap_or_default();
+            let me = json!({
+                "id": user_id,
+                "user_id": user_id,
+                "username": username,
+                "name": username,
+                "account_type": "BUSINESS",
+                "profile_picture_url": format!("https://scontent.cdninstagram.com/{user_id}.jpg"),
+                "followers_count": 42,
+                "follows_count": 7,
+                "media_count": state.users.get(&user_id).map_or(0, |u| u.media.len()),
+            });
+            respond(200, &select(&me, &fields), None)
+        }
         [owner, "media"] if *owner == "me" || *owner == user_id => {
             let limit = params
                 .get("limit")
@@ -478,6 +633,148 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
             respond(400, &body, None)
         }
     }
+}
+
+fn authorize(state: &mut State, request: &RecordedRequest) -> http::Response<Bytes> {
+    match state.oauth.authorize(request, &[]) {
+        Ok(location) => {
+            let location = if location.contains("error=access_denied") {
+                location.replace(
+                    "error_description=The+user+denied+the+request",
+                    "error_reason=user_denied&error_description=The+user+denied+your+request.",
+                )
+            } else {
+                // Instagram appends `#_` to the redirect.
+                format!("{location}#_")
+            };
+            http::Response::builder()
+                .status(302)
+                .header("location", location)
+                .body(Bytes::new())
+                .unwrap_or_else(|_| http::Response::new(Bytes::new()))
+        }
+        Err(message) => respond(
+            400,
+            &json!({"error_type": "OAuthException", "code": 400, "error_message": message}),
+            None,
+        ),
+    }
+}
+
+fn exchange_code(state: &mut State, request: &RecordedRequest) -> http::Response<Bytes> {
+    let params = oauth::params(request);
+    if params.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return respond(
+            400,
+            &json!({"error_type": "OAuthException", "code": 400, "error_message": "Invalid grant_type"}),
+            None,
+        );
+    }
+    let grant = match state.oauth.exchange(request) {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            let message = match refusal {
+                Refusal::Client => "Invalid platform app",
+                Refusal::Request(what) => what,
+                _ => "Invalid authorization code",
+            };
+            return respond(
+                400,
+                &json!({"error_type": "OAuthException", "code": 400, "error_message": message}),
+                None,
+            );
+        }
+    };
+    // The code exchange gives a short-lived token (the rules' lifetime).
+    state.short_lived.insert(grant.access_token.clone());
+    let body = json!({"data": [{
+        "access_token": grant.access_token,
+        "user_id": grant.user,
+        "permissions": grant.scope,
+    }]});
+    respond(200, &body, None)
+}
+
+fn long_lived(
+    state: &mut State,
+    request: &RecordedRequest,
+    refresh: bool,
+) -> http::Response<Bytes> {
+    let params = oauth::params(request);
+    let invalid = || {
+        graph_error(
+            "Error validating access token: Session has expired or is invalid",
+            "OAuthException",
+            190,
+            None,
+        )
+    };
+    let token = params.get("access_token").cloned().unwrap_or_default();
+    let expected_grant = if refresh {
+        "ig_refresh_token"
+    } else {
+        "ig_exchange_token"
+    };
+    if params.get("grant_type").map(String::as_str) != Some(expected_grant) {
+        let body = graph_error("Unsupported grant_type", "OAuthException", 100, None);
+        return respond(400, &body, None);
+    }
+    let now = Utc::now().timestamp();
+    let user = if refresh {
+        // A token the test added directly counts as long-lived and old.
+        let (user, issued_at) = match (state.tokens.get(&token), state.oauth.times_of(&token)) {
+            (Some(user), _) => (user.clone(), 0),
+            (None, Some((issued_at, _))) if !state.short_lived.contains(&token) => {
+                match state.oauth.user_of(&token) {
+                    Some(user) => (user, issued_at),
+                    None => return respond(400, &invalid(), None),
+                }
+            }
+            _ => return respond(400, &invalid(), None),
+        };
+        if now - issued_at < 86_400 {
+            let body = graph_error(
+                "(#100) The access token must be at least 24 hours old to be refreshed",
+                "OAuthException",
+                100,
+                None,
+            );
+            return respond(400, &body, None);
+        }
+        state.oauth.refreshes += 1;
+        user
+    } else {
+        if !state.short_lived.contains(&token) {
+            return respond(400, &invalid(), None);
+        }
+        let Some(user) = state.oauth.user_of(&token) else {
+            return respond(400, &invalid(), None);
+        };
+        let secret = params.get("client_secret").cloned().unwrap_or_default();
+        if !state.oauth.secret_matches(&secret) {
+            let body = graph_error(
+                "Error validating client secret.",
+                "OAuthException",
+                101,
+                None,
+            );
+            return respond(400, &body, None);
+        }
+        state.short_lived.remove(&token);
+        user
+    };
+    let grant = state.oauth.mint_access_lasting(
+        &user,
+        "instagram_business_basic,instagram_business_content_publish",
+        now,
+        LONG_LIVED_SECONDS,
+    );
+    let body = json!({
+        "access_token": grant.access_token,
+        "token_type": "bearer",
+        "expires_in": LONG_LIVED_SECONDS,
+    });
+    respond(200, &body, None)
 }
 
 #[cfg(test)]

@@ -10,6 +10,40 @@
 //! same author ("Content is a duplicate of urn:li:share:..."); 429 with
 //! `Retry-After` when a fault says so.
 //!
+//! OAuth 2.0 (LinkedIn's "Authorization Code Flow (3-legged OAuth)" and
+//! "Sign In with LinkedIn using OpenID Connect"; shared rules in
+//! [`crate::fakes::oauth`]):
+//!
+//! - `GET /oauth/v2/authorization?response_type=code&client_id&
+//!   redirect_uri&state&scope[&code_challenge&code_challenge_method=S256]`
+//!   (www.linkedin.com) -> 302 to `redirect_uri?code&state` for the member
+//!   set with [`FakeLinkedIn::consent_as`]; after
+//!   [`FakeLinkedIn::deny_next`] `?error=user_cancelled_authorize&
+//!   error_description=The+user+cancelled+the+authorization&state`, as
+//!   LinkedIn answers a member pressing "Cancel".
+//! - `POST /oauth/v2/accessToken` (form: `grant_type=authorization_code`,
+//!   `code`, `client_id`, `client_secret`, `redirect_uri`, and
+//!   `code_verifier` when a challenge was sent) -> 200 `{access_token,
+//!   expires_in: 5184000, scope, token_type: "Bearer", id_token}` (60
+//!   days), plus `refresh_token` and `refresh_token_expires_in` (one year)
+//!   once [`FakeLinkedIn::enable_refresh_tokens`] was called (LinkedIn
+//!   gives refresh tokens only to approved apps). A bad, used or expired
+//!   code, a wrong `redirect_uri` or `code_verifier` is 400
+//!   `invalid_request` ("Unable to retrieve access token: appid/redirect
+//!   uri/code verifier does not match authorization code. Or authorization
+//!   code expired. ..."); wrong client credentials are 401
+//!   `invalid_client`. `grant_type=refresh_token&refresh_token` gives a new
+//!   access token and the **same** refresh token (LinkedIn's refresh tokens
+//!   do not rotate; `refresh_token_expires_in` counts down); an unknown
+//!   refresh token is 400 `invalid_grant`.
+//! - `GET /v2/userinfo` (Bearer, api.linkedin.com) -> `{sub,
+//!   email_verified, name, locale: {country, language}, given_name,
+//!   family_name, email, picture}`; `sub` is the person id of
+//!   `urn:li:person:<sub>`.
+//! - No token revocation endpoint for members. [`FakeLinkedIn::fail_oauth_next`]
+//!   answers the next OAuth requests with a 5xx or 429 (`Retry-After`).
+//!   Nothing sleeps: the fake is "instant" for benchmarks as it is.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use outpost_test_kit::fakes::linkedin::FakeLinkedIn;
@@ -27,6 +61,10 @@ use serde_json::{Value, json};
 
 use crate::KitError;
 use crate::fake::{FakeServer, RecordedRequest, ResponseFuture};
+use crate::fakes::oauth::{Grant, OAuth, OAuthFault, Refusal, Rules};
+
+/// Refresh tokens last a year (when the app has them).
+const REFRESH_LIFETIME_SECONDS: i64 = 365 * 86_400;
 
 type Answer = http::Response<Bytes>;
 
@@ -64,8 +102,20 @@ pub struct LinkedInPost {
     pub body: Value,
 }
 
-#[derive(Default)]
+/// A member's profile as `/v2/userinfo` gives it.
+#[derive(Debug, Clone)]
+struct Profile {
+    given_name: String,
+    family_name: String,
+    email: String,
+}
+
 struct State {
+    oauth: OAuth,
+    refresh_enabled: bool,
+    /// refresh token -> Unix seconds it expires
+    refresh_expiry: HashMap<String, i64>,
+    profiles: HashMap<String, Profile>,
     /// token -> person id
     tokens: HashMap<String, String>,
     revoked: Vec<String>,
@@ -89,8 +139,21 @@ impl FakeLinkedIn {
     /// Starts the fake on `127.0.0.1:0`.
     pub async fn start() -> Result<Self, KitError> {
         let state = Arc::new(Mutex::new(State {
+            oauth: OAuth::new(Rules {
+                access_lifetime: 60 * 86_400,
+                refresh_tokens: false,
+                rotate_refresh: false,
+                prefix: "AQV",
+                refresh_scope: None,
+            }),
+            refresh_enabled: false,
+            refresh_expiry: HashMap::new(),
+            profiles: HashMap::new(),
+            tokens: HashMap::new(),
+            revoked: Vec::new(),
+            posts: Vec::new(),
+            faults: VecDeque::new(),
             next_id: 7_200_000_000_000_000_000,
-            ..State::default()
         }));
         let handler_state = state.clone();
         let server = FakeServer::start_async(move |req: RecordedRequest| -> ResponseFuture {
@@ -123,7 +186,97 @@ impl FakeLinkedIn {
 
     /// Revokes a token: 401 from now on.
     pub fn revoke_token(&self, token: &str) {
-        lock(&self.state).revoked.push(token.into());
+        let mut st = lock(&self.state);
+        st.oauth.revoke(token);
+        st.revoked.push(token.into());
+    }
+
+    /// Requires these client credentials on `/oauth/v2/accessToken`.
+    pub fn expect_client(&self, client_id: &str, client_secret: &str) {
+        lock(&self.state)
+            .oauth
+            .expect_client(client_id, client_secret);
+    }
+
+    /// The app has programmatic refresh tokens (off by default, as for most
+    /// LinkedIn apps): token answers carry `refresh_token` from now on.
+    pub fn enable_refresh_tokens(&self) {
+        let mut st = lock(&self.state);
+        st.refresh_enabled = true;
+        st.oauth.set_refresh_tokens(true);
+    }
+
+    /// Sets a member's name and e-mail for `/v2/userinfo` (default
+    /// `Member`, the person id, `<id>@example.com`).
+    pub fn name_member(&self, person_id: &str, given_name: &str, family_name: &str, email: &str) {
+        lock(&self.state).profiles.insert(
+            person_id.into(),
+            Profile {
+                given_name: given_name.into(),
+                family_name: family_name.into(),
+                email: email.into(),
+            },
+        );
+    }
+
+    /// Authorizations are approved by member `person_id` from now on.
+    pub fn consent_as(&self, person_id: &str) {
+        lock(&self.state).oauth.consent_as(person_id);
+    }
+
+    /// The next `times` authorizations answer `user_cancelled_authorize`.
+    pub fn deny_next(&self, times: usize) {
+        lock(&self.state).oauth.deny_next(times);
+    }
+
+    /// Tokens for `person_id` as a completed connect with `openid profile
+    /// email w_member_social` would give them, issued at `issued_at`
+    /// (refresh token only after [`FakeLinkedIn::enable_refresh_tokens`]).
+    pub fn grant(&self, person_id: &str, issued_at: i64) -> Grant {
+        let mut st = lock(&self.state);
+        let grant = st
+            .oauth
+            .mint(person_id, "email,openid,profile,w_member_social", issued_at);
+        if let Some(refresh) = &grant.refresh_token {
+            st.refresh_expiry
+                .insert(refresh.clone(), issued_at + REFRESH_LIFETIME_SECONDS);
+        }
+        grant
+    }
+
+    /// Access tokens live `seconds` from now on (60 days by default).
+    pub fn set_access_lifetime(&self, seconds: i64) {
+        lock(&self.state).oauth.set_access_lifetime(seconds);
+    }
+
+    /// The next `times` OAuth requests whose path contains `path_contains`
+    /// (None: token and userinfo alike) answer `status`; nothing changes.
+    pub fn fail_oauth_next(&self, times: usize, status: u16, path_contains: Option<&str>) {
+        lock(&self.state).oauth.fail_next(
+            times,
+            OAuthFault {
+                path_contains: path_contains.map(str::to_string),
+                status,
+                retry_after: (status == 429).then_some(60),
+            },
+        );
+    }
+
+    /// Successful refreshes so far.
+    pub fn refreshes(&self) -> usize {
+        lock(&self.state).oauth.refreshes
+    }
+
+    /// Successful code exchanges so far.
+    pub fn code_exchanges(&self) -> usize {
+        lock(&self.state).oauth.exchanges
+    }
+
+    /// Whether an access token works now.
+    pub fn access_valid(&self, access_token: &str) -> bool {
+        let st = lock(&self.state);
+        !st.revoked.iter().any(|t| t == access_token)
+            && (st.tokens.contains_key(access_token) || st.oauth.user_of(access_token).is_some())
     }
 
     /// Queues a fault for the next `POST /rest/posts`.
@@ -169,7 +322,176 @@ fn visible_chars(commentary: &str) -> usize {
     count
 }
 
+fn oauth_error(status: u16, error: &str, description: &str) -> Answer {
+    let body = json!({ "error": error, "error_description": description });
+    let mut r = http::Response::new(Bytes::from(body.to_string()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn json_answer(body: &Value) -> Answer {
+    let mut r = http::Response::new(Bytes::from(body.to_string()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn oauth_answer(st: &mut State, req: &RecordedRequest, path: &str) -> Answer {
+    if path == "/oauth/v2/authorization" {
+        if st.oauth_deny_pending() {
+            // LinkedIn's own error code for "Cancel".
+            return match st.oauth.authorize(req, &[]) {
+                Ok(location) => redirect(&location.replace(
+                    "error=access_denied&error_description=The+user+denied+the+request",
+                    "error=user_cancelled_authorize&error_description=The+user+cancelled+the+authorization",
+                )),
+                Err(message) => oauth_error(400, "invalid_request", &message),
+            };
+        }
+        return match st.oauth.authorize(req, &[]) {
+            Ok(location) => redirect(&location),
+            Err(message) => oauth_error(400, "invalid_request", &message),
+        };
+    }
+    if let Some(fault) = st.oauth.take_fault(path) {
+        let mut r = error(fault.status, "Service unavailable", None);
+        if let Some(seconds) = fault.retry_after
+            && let Ok(v) = http::HeaderValue::from_str(&seconds.to_string())
+        {
+            r.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    if path == "/v2/userinfo" {
+        let token = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        let person = (!st.revoked.contains(&token))
+            .then(|| {
+                st.tokens
+                    .get(&token)
+                    .cloned()
+                    .or_else(|| st.oauth.user_of(&token))
+            })
+            .flatten();
+        let Some(person) = person else {
+            return error(401, "Invalid access token", Some("INVALID_ACCESS_TOKEN"));
+        };
+        let profile = st.profiles.get(&person).cloned().unwrap_or(Profile {
+            given_name: "Member".into(),
+            family_name: person.clone(),
+            email: format!("{person}@example.com"),
+        });
+        return json_answer(&json!({
+            "sub": person,
+            "email_verified": true,
+            "name": format!("{} {}", profile.given_name, profile.family_name),
+            "locale": { "country": "US", "language": "en" },
+            "given_name": profile.given_name,
+            "family_name": profile.family_name,
+            "email": profile.email,
+            "picture": format!("https://media.licdn.com/dms/image/{person}/profile.jpg"),
+        }));
+    }
+    let params = crate::fakes::oauth::params(req);
+    let refreshing = params.get("grant_type").map(String::as_str) == Some("refresh_token");
+    if refreshing
+        && let Some(presented) = params.get("refresh_token")
+        && st
+            .refresh_expiry
+            .get(presented)
+            .is_some_and(|at| *at <= chrono::Utc::now().timestamp())
+    {
+        return oauth_error(
+            400,
+            "invalid_grant",
+            "The provided authorization grant or refresh token is invalid, expired or revoked.",
+        );
+    }
+    let result = match params.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => st.oauth.exchange(req),
+        Some("refresh_token") => st.oauth.refresh(req),
+        _ => {
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "The grant_type is not supported",
+            );
+        }
+    };
+    let grant = match result {
+        Ok(grant) => grant,
+        Err(Refusal::Client) => {
+            return oauth_error(401, "invalid_client", "Client authentication failed");
+        }
+        Err(Refusal::RefreshToken) => {
+            return oauth_error(
+                400,
+                "invalid_grant",
+                "The provided authorization grant or refresh token is invalid, expired or revoked.",
+            );
+        }
+        Err(Refusal::Code(_) | Refusal::Verifier) => {
+            return oauth_error(
+                400,
+                "invalid_request",
+                "Unable to retrieve access token: appid/redirect uri/code verifier does not match authorization code. Or authorization code expired. Or external member binding exists",
+            );
+        }
+        Err(Refusal::Request(what)) => return oauth_error(400, "invalid_request", what),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let mut body = json!({
+        "access_token": grant.access_token,
+        "expires_in": grant.expires_in,
+        "scope": grant.scope.replace(' ', ","),
+        "token_type": "Bearer",
+        "id_token": format!("eyJ.{}.sig", grant.user),
+    });
+    if let Some(refresh) = &grant.refresh_token {
+        let expires_at = *st
+            .refresh_expiry
+            .entry(refresh.clone())
+            .or_insert(now + REFRESH_LIFETIME_SECONDS);
+        body["refresh_token"] = json!(refresh);
+        body["refresh_token_expires_in"] = json!(expires_at - now);
+    }
+    json_answer(&body)
+}
+
+fn redirect(location: &str) -> Answer {
+    let mut r = http::Response::new(Bytes::new());
+    *r.status_mut() = http::StatusCode::FOUND;
+    if let Ok(v) = http::HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
+impl State {
+    fn oauth_deny_pending(&self) -> bool {
+        self.oauth.denials_pending() > 0
+    }
+}
+
 fn serve(state: &Mutex<State>, req: &RecordedRequest) -> Answer {
+    let path = req.uri.path().to_string();
+    if matches!(
+        path.as_str(),
+        "/oauth/v2/authorization" | "/oauth/v2/accessToken" | "/v2/userinfo"
+    ) {
+        return oauth_answer(&mut lock(state), req, &path);
+    }
     if req.uri.path() != "/rest/posts" {
         return error(404, "Not Found", None);
     }

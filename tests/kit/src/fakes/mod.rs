@@ -4,6 +4,7 @@
 pub mod bluesky;
 pub mod instagram;
 pub mod linkedin;
+pub mod oauth;
 pub mod openai;
 pub mod strava;
 pub mod x;

@@ -19,6 +19,29 @@
 //!   stops working). An unknown refresh token is 400 `Bad Request`
 //!   (`RefreshToken refresh_token invalid`); wrong client credentials, when
 //!   the fake was told them ([`FakeStrava::expect_client`]), 401.
+//! - OAuth (Strava's "Authentication" guide; shared rules in
+//!   [`crate::fakes::oauth`]): `GET /oauth/authorize?client_id&redirect_uri&
+//!   response_type=code&approval_prompt&scope&state[&code_challenge&
+//!   code_challenge_method=S256]` -> 302 to `redirect_uri?state&code&scope`
+//!   (the accepted scope, comma-separated, as Strava sends it) for the
+//!   athlete set with [`FakeStrava::consent_as`], or
+//!   `?error=access_denied&state` after [`FakeStrava::deny_next`]. Strava
+//!   does not document PKCE; the fake checks a `code_challenge` when one was
+//!   sent, so a client that sends one is held to it.
+//!   `POST /oauth/token` `grant_type=authorization_code`, `client_id`,
+//!   `client_secret`, `code` (and `redirect_uri`, `code_verifier` when the
+//!   authorize request had them) -> `{token_type, expires_at, expires_in,
+//!   refresh_token, access_token, athlete: {id, username, resource_state:
+//!   2, firstname, lastname, city, state, country, sex, premium, summit,
+//!   created_at, updated_at, profile_medium, profile}}`; an unknown, used or
+//!   expired code, a mismatched `redirect_uri` or `code_verifier` is 400
+//!   `Bad Request` (`AuthorizationCode code invalid` / `code_verifier
+//!   invalid`). Codes are single-use.
+//!   `POST /oauth/deauthorize` (`access_token` in the form, query or as
+//!   Bearer) -> `{"access_token": <token>}` and every token of the athlete
+//!   stops working; an unknown token is 401.
+//!   `GET /api/v3/athlete` -> the authenticated athlete (the same fields as
+//!   the token answer's `athlete`, `resource_state` 3).
 //! - Errors are `{"message", "errors": [{"resource", "field", "code"}]}`; a
 //!   missing, unknown, revoked or expired access token is 401
 //!   `Authorization Error` (`Athlete access_token invalid`).
@@ -30,7 +53,9 @@
 //!
 //! Tests set usage and limits ([`FakeStrava::set_usage`],
 //! [`FakeStrava::set_limits`]) and inject faults for the next requests
-//! ([`FakeStrava::fail_next`]).
+//! ([`FakeStrava::fail_next`], also on `/oauth/token` for 5xx and 429
+//! during refreshes). [`FakeStrava::instant`] lifts the rate limits so a
+//! benchmark can send as many requests as it likes; the fake never sleeps.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +67,7 @@ use serde_json::{Value, json};
 
 use crate::KitError;
 use crate::fake::{FakeServer, RecordedRequest};
+use crate::fakes::oauth::{self, Grant, OAuth, Refusal, Rules};
 
 /// Access tokens last six hours.
 const ACCESS_LIFETIME_SECONDS: i64 = 6 * 3600;
@@ -104,10 +130,25 @@ impl Fault {
 struct Athlete {
     activities: BTreeMap<u64, Value>,
     refresh_token: String,
+    username: String,
+    firstname: String,
+    lastname: String,
 }
 
-#[derive(Default)]
+impl Athlete {
+    fn new(id: u64, refresh_token: String) -> Self {
+        Athlete {
+            activities: BTreeMap::new(),
+            refresh_token,
+            username: format!("athlete{id}"),
+            firstname: "Test".into(),
+            lastname: format!("Athlete {id}"),
+        }
+    }
+}
+
 struct State {
+    oauth: OAuth,
     athletes: BTreeMap<u64, Athlete>,
     /// access token -> (athlete, expires_at)
     access: HashMap<String, (u64, i64)>,
@@ -151,9 +192,22 @@ impl FakeStrava {
     /// 100/1,000 reads) and no usage.
     pub async fn start() -> Result<Self, KitError> {
         let state = Arc::new(Mutex::new(State {
+            oauth: OAuth::new(Rules {
+                access_lifetime: ACCESS_LIFETIME_SECONDS,
+                refresh_tokens: true,
+                rotate_refresh: true,
+                prefix: "",
+                refresh_scope: None,
+            }),
+            athletes: BTreeMap::new(),
+            access: HashMap::new(),
             limits: (200, 2000),
             read_limits: (100, 1000),
-            ..State::default()
+            usage: (0, 0),
+            read_usage: (0, 0),
+            faults: VecDeque::new(),
+            client: None,
+            refreshes: 0,
         }));
         let handler_state = state.clone();
         let server = FakeServer::start(move |request| answer(&handler_state, request)).await?;
@@ -192,17 +246,92 @@ impl FakeStrava {
             expires_at,
         };
         let mut state = lock(&self.state);
-        state.athletes.insert(
-            id,
-            Athlete {
-                activities: BTreeMap::new(),
-                refresh_token: tokens.refresh_token.clone(),
-            },
-        );
+        state
+            .athletes
+            .insert(id, Athlete::new(id, tokens.refresh_token.clone()));
         state
             .access
             .insert(tokens.access_token.clone(), (id, expires_at));
+        // A re-added athlete has only the new refresh token, as before.
+        state.oauth.revoke_user(&id.to_string());
+        state
+            .oauth
+            .adopt_refresh(&id.to_string(), &tokens.refresh_token);
         tokens
+    }
+
+    /// Sets the athlete's `username`, `firstname` and `lastname` (default
+    /// `athlete<id>`, `Test`, `Athlete <id>`).
+    pub fn name_athlete(&self, id: u64, username: &str, firstname: &str, lastname: &str) {
+        if let Some(a) = lock(&self.state).athletes.get_mut(&id) {
+            a.username = username.into();
+            a.firstname = firstname.into();
+            a.lastname = lastname.into();
+        }
+    }
+
+    /// Authorizations are approved by athlete `id` from now on (added
+    /// without tokens if new).
+    pub fn consent_as(&self, id: u64) {
+        let mut state = lock(&self.state);
+        state
+            .athletes
+            .entry(id)
+            .or_insert_with(|| Athlete::new(id, format!("none-{}", token())));
+        state.oauth.consent_as(&id.to_string());
+    }
+
+    /// The next `times` authorizations answer `error=access_denied`.
+    pub fn deny_next(&self, times: usize) {
+        lock(&self.state).oauth.deny_next(times);
+    }
+
+    /// Tokens for athlete `id` (added if new) as a completed connect would
+    /// give them, issued at `issued_at` (Unix seconds; in the past for a
+    /// token that is due or expired): the refresh token is the athlete's
+    /// current one.
+    pub fn grant(&self, id: u64, issued_at: i64) -> StravaTokens {
+        let mut state = lock(&self.state);
+        state
+            .athletes
+            .entry(id)
+            .or_insert_with(|| Athlete::new(id, String::new()));
+        let grant = state
+            .oauth
+            .mint(&id.to_string(), "read,activity:read_all", issued_at);
+        remember(&mut state, id, &grant)
+    }
+
+    /// Successful code exchanges so far.
+    pub fn code_exchanges(&self) -> usize {
+        lock(&self.state).oauth.exchanges
+    }
+
+    /// Access tokens revoked through `POST /oauth/deauthorize`.
+    pub fn deauthorizations(&self) -> Vec<String> {
+        lock(&self.state).oauth.revocations.clone()
+    }
+
+    /// Whether `access_token` works now.
+    pub fn access_valid(&self, access_token: &str) -> bool {
+        let now = Utc::now().timestamp();
+        lock(&self.state)
+            .access
+            .get(access_token)
+            .is_some_and(|(_, expires_at)| *expires_at > now)
+    }
+
+    /// No rate limits (a benchmark's "instant" fake: nothing sleeps, nothing
+    /// is refused for volume).
+    pub fn instant(&self) {
+        let mut state = lock(&self.state);
+        state.limits = (u64::MAX, u64::MAX);
+        state.read_limits = (u64::MAX, u64::MAX);
+    }
+
+    /// Access tokens live `seconds` from now on (6 hours by default).
+    pub fn set_access_lifetime(&self, seconds: i64) {
+        lock(&self.state).oauth.set_access_lifetime(seconds);
     }
 
     /// Stores (or replaces) an activity of `athlete`: a `DetailedActivity`
@@ -227,6 +356,7 @@ impl FakeStrava {
     pub fn revoke(&self, athlete: u64) {
         let mut state = lock(&self.state);
         state.access.retain(|_, (owner, _)| *owner != athlete);
+        state.oauth.revoke_user(&athlete.to_string());
         if let Some(a) = state.athletes.get_mut(&athlete) {
             a.refresh_token = format!("revoked-{}", token());
         }
@@ -247,7 +377,9 @@ impl FakeStrava {
 
     /// Requires these client credentials on `/oauth/token`.
     pub fn expect_client(&self, client_id: &str, client_secret: &str) {
-        lock(&self.state).client = Some((client_id.into(), client_secret.into()));
+        let mut state = lock(&self.state);
+        state.client = Some((client_id.into(), client_secret.into()));
+        state.oauth.expect_client(client_id, client_secret);
     }
 
     /// Sets the overall limits (15 minutes, day).
@@ -469,7 +601,13 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
     }
 
     if request.method == http::Method::POST && path == "/oauth/token" {
-        return refresh(&mut state, request);
+        return token_endpoint(&mut state, request);
+    }
+    if read && path == "/oauth/authorize" {
+        return authorize(&mut state, request);
+    }
+    if request.method == http::Method::POST && path == "/oauth/deauthorize" {
+        return deauthorize(&mut state, request);
     }
     if !read {
         return respond(
@@ -492,6 +630,13 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
         _ => return respond(&state, 401, &unauthorized(), None),
     };
 
+    if path == "/api/v3/athlete" {
+        let body = match state.athletes.get(&athlete) {
+            Some(a) => athlete_json(athlete, a, 3),
+            None => error_body("Record Not Found", "Athlete", "id", "not found"),
+        };
+        return respond(&state, 200, &body, None);
+    }
     if let Some(id) = path.strip_prefix("/api/v3/activities/") {
         let activity = id
             .parse::<u64>()
@@ -552,45 +697,149 @@ fn answer(shared: &Mutex<State>, request: &RecordedRequest) -> http::Response<By
     )
 }
 
-fn refresh(state: &mut State, request: &RecordedRequest) -> http::Response<Bytes> {
-    let mut params = query(request);
-    params.extend(url::form_urlencoded::parse(&request.body).into_owned());
-    if let Some((id, secret)) = &state.client
-        && (params.get("client_id") != Some(id) || params.get("client_secret") != Some(secret))
-    {
-        let body = error_body("Bad Request", "Application", "client_id", "invalid");
-        return respond(state, 401, &body, None);
-    }
-    if params.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        let body = error_body("Bad Request", "RefreshToken", "grant_type", "invalid");
-        return respond(state, 400, &body, None);
-    }
-    let presented = params.get("refresh_token").cloned().unwrap_or_default();
-    let owner = state
-        .athletes
-        .iter()
-        .find(|(_, a)| a.refresh_token == presented)
-        .map(|(id, _)| *id);
-    let Some(athlete) = owner else {
-        let body = error_body("Bad Request", "RefreshToken", "refresh_token", "invalid");
-        return respond(state, 400, &body, None);
-    };
-    let access_token = token();
-    let refresh_token = token();
-    let expires_at = Utc::now().timestamp() + ACCESS_LIFETIME_SECONDS;
+/// The athlete as `/api/v3/athlete` and the token answer give it.
+fn athlete_json(id: u64, a: &Athlete, resource_state: u8) -> Value {
+    json!({
+        "id": id,
+        "username": a.username,
+        "resource_state": resource_state,
+        "firstname": a.firstname,
+        "lastname": a.lastname,
+        "bio": null,
+        "city": "San Francisco",
+        "state": "California",
+        "country": "United States",
+        "sex": "F",
+        "premium": true,
+        "summit": true,
+        "created_at": "2017-11-14T02:30:05Z",
+        "updated_at": "2018-02-06T19:32:20Z",
+        "badge_type_id": 4,
+        "weight": 69.0,
+        "profile_medium": "https://xxxxxx.cloudfront.net/pictures/athletes/123456789/123456789/2/medium.jpg",
+        "profile": "https://xxxxx.cloudfront.net/pictures/athletes/123456789/123456789/2/large.jpg",
+        "friend": null,
+        "follower": null,
+    })
+}
+
+/// Puts a grant's access token where the API endpoints look and makes its
+/// refresh token the athlete's current one.
+fn remember(state: &mut State, athlete: u64, grant: &Grant) -> StravaTokens {
     state
         .access
-        .insert(access_token.clone(), (athlete, expires_at));
+        .insert(grant.access_token.clone(), (athlete, grant.expires_at));
+    let refresh_token = grant.refresh_token.clone().unwrap_or_default();
     if let Some(a) = state.athletes.get_mut(&athlete) {
         a.refresh_token = refresh_token.clone();
     }
-    state.refreshes += 1;
-    let body = json!({
+    StravaTokens {
+        access_token: grant.access_token.clone(),
+        refresh_token,
+        expires_at: grant.expires_at,
+    }
+}
+
+fn authorize(state: &mut State, request: &RecordedRequest) -> http::Response<Bytes> {
+    let scope = oauth::params(request)
+        .get("scope")
+        .cloned()
+        .unwrap_or_else(|| "read".into());
+    match state.oauth.authorize(request, &[("scope", scope)]) {
+        Ok(location) => http::Response::builder()
+            .status(302)
+            .header("location", location)
+            .body(Bytes::new())
+            .unwrap_or_else(|_| http::Response::new(Bytes::new())),
+        Err(message) => {
+            let body = error_body("Bad Request", "Application", "redirect_uri", &message);
+            respond(state, 400, &body, None)
+        }
+    }
+}
+
+fn deauthorize(state: &mut State, request: &RecordedRequest) -> http::Response<Bytes> {
+    let presented = oauth::params(request)
+        .get("access_token")
+        .cloned()
+        .or_else(|| oauth::bearer(request))
+        .unwrap_or_default();
+    let now = Utc::now().timestamp();
+    let Some((athlete, _)) = state
+        .access
+        .get(&presented)
+        .copied()
+        .filter(|(_, expires_at)| *expires_at > now)
+    else {
+        let body = error_body("Authorization Error", "Athlete", "access_token", "invalid");
+        return respond(state, 401, &body, None);
+    };
+    state.oauth.revoke(&presented);
+    state.access.retain(|_, (owner, _)| *owner != athlete);
+    state.oauth.revoke_user(&athlete.to_string());
+    if let Some(a) = state.athletes.get_mut(&athlete) {
+        a.refresh_token = format!("revoked-{}", token());
+    }
+    respond(state, 200, &json!({"access_token": presented}), None)
+}
+
+fn token_endpoint(state: &mut State, request: &RecordedRequest) -> http::Response<Bytes> {
+    let params = oauth::params(request);
+    let grant_type = params.get("grant_type").map(String::as_str);
+    let result = match grant_type {
+        Some("refresh_token") => state.oauth.refresh(request),
+        Some("authorization_code") => state.oauth.exchange(request),
+        _ => {
+            let body = error_body("Bad Request", "RefreshToken", "grant_type", "invalid");
+            return respond(state, 400, &body, None);
+        }
+    };
+    let grant = match result {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            let (status, body) = match refusal {
+                Refusal::Client => (
+                    401,
+                    error_body("Bad Request", "Application", "client_id", "invalid"),
+                ),
+                Refusal::RefreshToken => (
+                    400,
+                    error_body("Bad Request", "RefreshToken", "refresh_token", "invalid"),
+                ),
+                Refusal::Verifier => (
+                    400,
+                    error_body(
+                        "Bad Request",
+                        "AuthorizationCode",
+                        "code_verifier",
+                        "invalid",
+                    ),
+                ),
+                Refusal::Code(_) => (
+                    400,
+                    error_body("Bad Request", "AuthorizationCode", "code", "invalid"),
+                ),
+                Refusal::Request(field) => (
+                    400,
+                    error_body("Bad Request", "Application", field, "missing"),
+                ),
+            };
+            return respond(state, status, &body, None);
+        }
+    };
+    let athlete = grant.user.parse::<u64>().unwrap_or(0);
+    let tokens = remember(state, athlete, &grant);
+    let mut body = json!({
         "token_type": "Bearer",
-        "access_token": access_token,
-        "expires_at": expires_at,
-        "expires_in": ACCESS_LIFETIME_SECONDS,
-        "refresh_token": refresh_token,
+        "access_token": tokens.access_token,
+        "expires_at": tokens.expires_at,
+        "expires_in": grant.expires_in,
+        "refresh_token": tokens.refresh_token,
     });
+    if grant_type == Some("refresh_token") {
+        state.refreshes += 1;
+    } else if let Some(a) = state.athletes.get(&athlete) {
+        body["athlete"] = athlete_json(athlete, a, 2);
+    }
     respond(state, 200, &body, None)
 }

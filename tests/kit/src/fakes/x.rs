@@ -11,6 +11,36 @@
 //! rate-limit headers. `GET /2/users/{id}/tweets` lists a user's posts,
 //! newest first (`max_results`, `tweet.fields=created_at`).
 //!
+//! OAuth 2.0 (X's "OAuth 2.0 Authorization Code Flow with PKCE"; shared
+//! rules in [`crate::fakes::oauth`]):
+//!
+//! - `GET /i/oauth2/authorize?response_type=code&client_id&redirect_uri&
+//!   scope&state&code_challenge&code_challenge_method=S256` (x.com) -> 302
+//!   to `redirect_uri?state&code` for the user set with
+//!   [`FakeX::consent_as`], or `?error=access_denied&error_description&
+//!   state` after [`FakeX::deny_next`]. PKCE is required: no
+//!   `code_challenge` is a 400 `invalid_request` page.
+//! - `POST /2/oauth2/token` (form; a confidential client authenticates
+//!   with HTTP Basic `client_id:client_secret`, a public one sends
+//!   `client_id`): `grant_type=authorization_code&code&redirect_uri&
+//!   code_verifier` or `grant_type=refresh_token&refresh_token` -> 200
+//!   `{token_type: "bearer", expires_in: 7200, access_token, scope,
+//!   refresh_token}` (`refresh_token` only when the scope has
+//!   `offline.access`). Refresh tokens rotate: the one presented stops
+//!   working. Refusals are 400 `{error, error_description}`: a bad, used
+//!   or expired code, a wrong `redirect_uri` or `code_verifier` is
+//!   `invalid_request` ("Value passed for the authorization code was
+//!   invalid."); an unknown, used or revoked refresh token is
+//!   `invalid_grant`; wrong client credentials are 401
+//!   `unauthorized_client`.
+//! - `POST /2/oauth2/revoke` (form `token`, `token_type_hint`, client as
+//!   above) -> 200 `{"revoked": true}`; the token stops working.
+//! - `GET /2/users/me` (Bearer) -> `{"data": {"id", "name", "username"}}`.
+//! - [`FakeX::fail_oauth_next`] answers the next OAuth requests (token,
+//!   revoke, `/2/users/me`) with a 5xx or 429 (with `x-rate-limit-*`).
+//!   The fake never sleeps (except [`Fault::Hang`]), so it is "instant"
+//!   for benchmarks as it is.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use outpost_test_kit::fakes::x::{FakeX, Fault};
@@ -32,6 +62,7 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use crate::KitError;
 use crate::fake::{FakeServer, RecordedRequest, ResponseFuture};
+use crate::fakes::oauth::{Grant, OAuth, OAuthFault, Refusal, Rules};
 
 /// Posts a user may make per 15-minute window before 429.
 pub const POSTS_PER_WINDOW: usize = 100;
@@ -77,8 +108,8 @@ pub struct Tweet {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Default)]
 struct State {
+    oauth: OAuth,
     /// token -> user id
     tokens: HashMap<String, String>,
     revoked: Vec<String>,
@@ -102,8 +133,20 @@ impl FakeX {
     /// Starts the fake on `127.0.0.1:0`.
     pub async fn start() -> Result<Self, KitError> {
         let state = Arc::new(Mutex::new(State {
+            oauth: OAuth::new(Rules {
+                access_lifetime: 7200,
+                refresh_tokens: true,
+                rotate_refresh: true,
+                prefix: "x-",
+                refresh_scope: Some("offline.access"),
+            }),
+            tokens: HashMap::new(),
+            revoked: Vec::new(),
+            users: HashMap::new(),
+            tweets: Vec::new(),
+            faults: VecDeque::new(),
             next_id: 1_870_000_000_000_000_000,
-            ..State::default()
+            window: HashMap::new(),
         }));
         let handler_state = state.clone();
         let server = FakeServer::start_async(move |req: RecordedRequest| -> ResponseFuture {
@@ -140,7 +183,91 @@ impl FakeX {
 
     /// Revokes a token: it answers 401 from now on.
     pub fn revoke_token(&self, token: &str) {
-        self.lock().revoked.push(token.into());
+        let mut st = self.lock();
+        st.oauth.revoke(token);
+        st.revoked.push(token.into());
+    }
+
+    /// Requires these client credentials on the token and revoke endpoints.
+    pub fn expect_client(&self, client_id: &str, client_secret: &str) {
+        self.lock().oauth.expect_client(client_id, client_secret);
+    }
+
+    /// Authorizations are approved by user `user_id` from now on (added as
+    /// `username` if new).
+    pub fn consent_as(&self, user_id: &str, username: &str) {
+        let mut st = self.lock();
+        st.users
+            .entry(user_id.into())
+            .or_insert_with(|| username.into());
+        st.oauth.consent_as(user_id);
+    }
+
+    /// The next `times` authorizations answer `error=access_denied`.
+    pub fn deny_next(&self, times: usize) {
+        self.lock().oauth.deny_next(times);
+    }
+
+    /// Tokens for `user_id` (added as `username` if new) as a completed
+    /// connect with `tweet.read tweet.write users.read offline.access`
+    /// would give them, issued at `issued_at` (Unix seconds; earlier than
+    /// two hours ago for an expired access token).
+    pub fn grant(&self, user_id: &str, username: &str, issued_at: i64) -> Grant {
+        let mut st = self.lock();
+        st.users
+            .entry(user_id.into())
+            .or_insert_with(|| username.into());
+        st.oauth.mint(
+            user_id,
+            "tweet.read tweet.write users.read offline.access",
+            issued_at,
+        )
+    }
+
+    /// Access tokens live `seconds` from now on (7,200 by default).
+    pub fn set_access_lifetime(&self, seconds: i64) {
+        self.lock().oauth.set_access_lifetime(seconds);
+    }
+
+    /// The next `times` OAuth requests whose path contains `path_contains`
+    /// (None: token, revoke and `/2/users/me` alike) answer `status`
+    /// (429 with `x-rate-limit-reset` a minute ahead); nothing changes.
+    pub fn fail_oauth_next(&self, times: usize, status: u16, path_contains: Option<&str>) {
+        self.lock().oauth.fail_next(
+            times,
+            OAuthFault {
+                path_contains: path_contains.map(str::to_string),
+                status,
+                retry_after: None,
+            },
+        );
+    }
+
+    /// Whether a refresh token would be accepted now.
+    pub fn refresh_valid(&self, refresh_token: &str) -> bool {
+        self.lock().oauth.refresh_valid(refresh_token)
+    }
+
+    /// Whether an access token works now.
+    pub fn access_valid(&self, access_token: &str) -> bool {
+        let st = self.lock();
+        !st.revoked.iter().any(|t| t == access_token)
+            && (st.tokens.contains_key(access_token) || st.oauth.user_of(access_token).is_some())
+    }
+
+    /// Successful refreshes so far.
+    pub fn refreshes(&self) -> usize {
+        self.lock().oauth.refreshes
+    }
+
+    /// Successful code exchanges so far.
+    pub fn code_exchanges(&self) -> usize {
+        self.lock().oauth.exchanges
+    }
+
+    /// Tokens presented to `POST /2/oauth2/revoke`.
+    pub fn revocations(&self) -> Vec<String> {
+        self.lock().oauth.revocations.clone()
     }
 
     /// Queues a fault for the next `POST /2/tweets`.
@@ -262,6 +389,12 @@ fn bearer(req: &RecordedRequest) -> Option<String> {
 
 async fn serve(state: Arc<Mutex<State>>, req: RecordedRequest) -> Answer {
     let path = req.uri.path().to_string();
+    if matches!(
+        path.as_str(),
+        "/i/oauth2/authorize" | "/2/oauth2/token" | "/2/oauth2/revoke" | "/2/users/me"
+    ) {
+        return oauth_answer(&mut lock(&state), &req, &path);
+    }
     if req.method == http::Method::POST && path == "/2/tweets" {
         let fault = lock(&state).faults.pop_front();
         return match fault {
@@ -304,7 +437,125 @@ fn authed(st: &State, req: &RecordedRequest) -> Option<String> {
     if st.revoked.contains(&token) {
         return None;
     }
-    st.tokens.get(&token).cloned()
+    st.tokens
+        .get(&token)
+        .cloned()
+        .or_else(|| st.oauth.user_of(&token))
+}
+
+fn oauth_error(status: u16, error: &str, description: &str) -> Answer {
+    answer(
+        status,
+        &json!({ "error": error, "error_description": description }),
+    )
+}
+
+fn oauth_answer(st: &mut State, req: &RecordedRequest, path: &str) -> Answer {
+    if path == "/i/oauth2/authorize" {
+        // X requires PKCE: without a challenge the authorize page refuses.
+        if !crate::fakes::oauth::params(req).contains_key("code_challenge") {
+            return oauth_error(
+                400,
+                "invalid_request",
+                "Missing required parameter [code_challenge].",
+            );
+        }
+        return match st.oauth.authorize(req, &[]) {
+            Ok(location) => {
+                let mut r = answer(302, &json!({}));
+                if let Ok(v) = http::HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(http::header::LOCATION, v);
+                }
+                r
+            }
+            Err(message) => oauth_error(400, "invalid_request", &message),
+        };
+    }
+    if let Some(fault) = st.oauth.take_fault(path) {
+        let title = http::StatusCode::from_u16(fault.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let r = problem(fault.status, title, title);
+        return if fault.status == 429 {
+            with_limits(r, 0, Utc::now().timestamp() + 60)
+        } else {
+            r
+        };
+    }
+    if path == "/2/users/me" {
+        if req.method != http::Method::GET {
+            return problem(405, "Method Not Allowed", "GET only");
+        }
+        let Some(user) = authed(st, req) else {
+            return problem(401, "Unauthorized", "Unauthorized");
+        };
+        let username = st.users.get(&user).cloned().unwrap_or_default();
+        return answer(
+            200,
+            &json!({ "data": { "id": user, "name": username, "username": username } }),
+        );
+    }
+    if req.method != http::Method::POST {
+        return problem(405, "Method Not Allowed", "POST only");
+    }
+    if path == "/2/oauth2/revoke" {
+        let params = crate::fakes::oauth::params(req);
+        let Some(token) = params.get("token") else {
+            return oauth_error(
+                400,
+                "invalid_request",
+                "Missing required parameter [token].",
+            );
+        };
+        st.oauth.revoke(token);
+        st.revoked.push(token.clone());
+        return answer(200, &json!({ "revoked": true }));
+    }
+    let params = crate::fakes::oauth::params(req);
+    let result = match params.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => st.oauth.exchange(req),
+        Some("refresh_token") => st.oauth.refresh(req),
+        _ => {
+            return oauth_error(
+                400,
+                "invalid_request",
+                "Value passed for the grant type was invalid.",
+            );
+        }
+    };
+    match result {
+        Ok(grant) => token_answer(&grant),
+        Err(Refusal::Client) => oauth_error(
+            401,
+            "unauthorized_client",
+            "Missing valid authorization header",
+        ),
+        Err(Refusal::RefreshToken) => oauth_error(
+            400,
+            "invalid_grant",
+            "Value passed for the token was invalid.",
+        ),
+        Err(Refusal::Code(_) | Refusal::Verifier) => oauth_error(
+            400,
+            "invalid_request",
+            "Value passed for the authorization code was invalid.",
+        ),
+        Err(Refusal::Request(what)) => oauth_error(400, "invalid_request", what),
+    }
+}
+
+fn token_answer(grant: &Grant) -> Answer {
+    let mut body = json!({
+        "token_type": "bearer",
+        "expires_in": grant.expires_in,
+        "access_token": grant.access_token,
+        "scope": grant.scope,
+    });
+    if let Some(refresh) = &grant.refresh_token {
+        body["refresh_token"] = json!(refresh);
+    }
+    answer(200, &body)
 }
 
 fn create(state: &Mutex<State>, req: &RecordedRequest) -> Answer {
