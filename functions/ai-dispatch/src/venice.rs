@@ -182,6 +182,9 @@ impl Outcome {
     }
 }
 
+/// An answer as read: status, headers (lower-case names), body.
+type RawAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// What the run needs besides the database.
 struct Venice {
     base_url: String,
@@ -352,7 +355,7 @@ impl Venice {
 
     /// `POST {venice_api_url}/api/v1/image/generate`: status, headers and
     /// the whole body, read by a deadline of four times the timeout.
-    fn call(&self, body: &Value) -> Result<(u16, Vec<(String, String)>, Vec<u8>), SendFailure> {
+    fn call(&self, body: &Value) -> Result<RawAnswer, SendFailure> {
         let mut incoming = OutboundRequest::post(&format!("{}{GENERATE_PATH}", self.base_url))
             .bearer(&self.key)
             .json(body)

@@ -7,4 +7,5 @@ pub mod linkedin;
 pub mod oauth;
 pub mod openai;
 pub mod strava;
+pub mod venice;
 pub mod x;
