@@ -679,6 +679,19 @@ fn error_text(body: &Value) -> String {
         _ => text(body.get("error_message"))
             .or_else(|| text(body.get("message")))
             .into_iter()
+            // Strava's details: "resource field code" per error.
+            .chain(
+                body.get("errors")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .take(3)
+                    .map(|e| {
+                        ["resource", "field", "code"]
+                            .map(|k| e.get(k).and_then(Value::as_str).unwrap_or("?"))
+                            .join(" ")
+                    }),
+            )
             .collect(),
     };
     let mut joined = parts.join(": ");

@@ -207,6 +207,23 @@ pub struct Rotated {
     pub call: Option<CallRecord>,
     /// Seconds the platform asked to wait, on a transient failure.
     pub retry_after: Option<u64>,
+    /// What was stored when refreshed: the sealed tokens and the expiry,
+    /// so a caller can carry on with the account it holds.
+    pub stored: Option<Stored>,
+}
+
+/// Tokens as `finish_token_rotation` stored them.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Sealed access token.
+    pub access_token: String,
+    /// Sealed refresh token (the new one, or `None` if the platform kept
+    /// the old).
+    pub refresh_token: Option<String>,
+    /// The key both are sealed under.
+    pub token_key_id: String,
+    /// When the new access token expires (RFC 3339), if the platform said.
+    pub token_expires_at: Option<String>,
 }
 
 impl std::fmt::Debug for Rotated {
@@ -334,6 +351,7 @@ pub fn rotate(
     if finished.get("saved").and_then(Value::as_bool) != Some(true) {
         rotated.outcome = Outcome::Lost;
         rotated.access_token = None;
+        rotated.stored = None;
         rotated.error = Some(format!(
             "not saved: {}",
             finished
@@ -352,6 +370,7 @@ fn rotated(outcome: Outcome) -> Rotated {
         error: None,
         call: None,
         retry_after: None,
+        stored: None,
     }
 }
 
@@ -490,6 +509,12 @@ fn refresh(app: &App, keys: &Keyring, claim: &Claim, now: DateTime<Utc>) -> (Val
             }),
             Rotated {
                 outcome: Outcome::Refreshed,
+                stored: Some(Stored {
+                    access_token: access.clone(),
+                    refresh_token: refresh.clone(),
+                    token_key_id: keys.current_id().to_string(),
+                    token_expires_at: grant.expires_at.map(rfc3339),
+                }),
                 access_token: Some(grant.access_token),
                 error: None,
                 call,
@@ -527,11 +552,10 @@ fn refresh(app: &App, keys: &Keyring, claim: &Claim, now: DateTime<Utc>) -> (Val
                     "previous_access_token": previous,
                 }),
                 Rotated {
-                    outcome,
-                    access_token: None,
                     error: Some(message),
                     call,
                     retry_after,
+                    ..rotated(outcome)
                 },
             )
         }

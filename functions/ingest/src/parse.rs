@@ -370,20 +370,6 @@ pub fn strava_message(body: &[u8]) -> String {
     truncate(&text, 300)
 }
 
-/// Whether a Strava error body blames the application (`errors[].resource
-/// == "Application"`: wrong `client_id` / `client_secret`) rather than the
-/// user's token.
-pub fn strava_blames_application(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("errors").and_then(Value::as_array).cloned())
-        .is_some_and(|errors| {
-            errors
-                .iter()
-                .any(|e| e.get("resource").and_then(Value::as_str) == Some("Application"))
-        })
-}
-
 /// Strava's rate-limit headers: `X-RateLimit-Limit` / `X-RateLimit-Usage`
 /// (and the `X-ReadRateLimit-*` pair), each "15-minute,daily".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1080,7 +1066,6 @@ mod tests {
                 prop_assert!(resume > now);
             }
             let _outcome = strava_message(&body);
-            let _blames = strava_blames_application(&body);
             let _outcome = graph_error(&body);
             let _outcome = parse_time(&String::from_utf8_lossy(&body));
         }

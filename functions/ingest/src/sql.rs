@@ -45,14 +45,6 @@ pub const MARK_ACCOUNT_TOKEN_EXPIRED: SqlCall = SqlCall {
     sql: "select public.mark_account_token_expired($1::uuid, $2::text) as expired",
 };
 
-/// Compare-and-set of a refreshed token pair: `$1` account id, `$2` the
-/// sealed refresh token it replaces, `$3` sealed access token, `$4` sealed
-/// refresh token, `$5` key id, `$6` expiry (RFC 3339) -> `{saved, account}`.
-pub const SAVE_REFRESHED_ACCOUNT_TOKENS: SqlCall = SqlCall {
-    name: "save_refreshed_account_tokens",
-    sql: "select public.save_refreshed_account_tokens($1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text::timestamptz) as saved",
-};
-
 /// `$1` platform, `$2` not before (RFC 3339), `$3` reason -> the pause.
 pub const PAUSE_PLATFORM: SqlCall = SqlCall {
     name: "pause_platform",

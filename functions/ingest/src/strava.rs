@@ -1,5 +1,6 @@
 //! The Strava API calls of ingest (`PLATFORMS.md`, Strava): one activity,
-//! the athlete's activity list, and the token refresh. Every answer's
+//! the athlete's activity list (the token refresh is `shared::oauth`, through
+//! `shared::token_refresh`). Every answer's
 //! `X-RateLimit-*` / `X-ReadRateLimit-*` headers are read: a used-up window
 //! pauses Strava for the run and in the database until the window ends (the
 //! next quarter hour, or the next UTC day), and a 429 does the same (or
@@ -7,7 +8,6 @@
 //! rejected token.
 
 use chrono::Duration;
-use serde::Deserialize;
 use serde_json::Value;
 use shared::outbound::{OutboundRequest, Reply};
 
@@ -16,27 +16,6 @@ use crate::run::{Failure, REQUEST_TIMEOUT, Run};
 
 /// The `platform_enum` value.
 pub const PLATFORM: &str = "strava";
-
-/// A token grant from `POST /oauth/token`.
-#[derive(Deserialize)]
-pub struct TokenGrant {
-    /// The new access token.
-    pub access_token: String,
-    /// The rotated refresh token (Strava may return the same one).
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    /// Unix seconds when the access token expires.
-    pub expires_at: i64,
-}
-
-// Tokens never reach logs through Debug.
-impl std::fmt::Debug for TokenGrant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenGrant")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
 
 /// `GET /api/v3/activities/{id}`: the detailed activity, or `None` when
 /// Strava does not have it for this token (404: deleted, or private without
@@ -60,49 +39,6 @@ pub fn activities(run: &Run, token: &str, params: &[(&str, &str)]) -> Result<Val
     let reply = send(run, OutboundRequest::get(&url).bearer(token).query(params))?;
     accept(run, &reply)?;
     decode(&reply)
-}
-
-/// `POST /oauth/token` with `grant_type=refresh_token` (and the app's
-/// `client_id` / `client_secret` when configured). A refusal (400/401) of
-/// the refresh token is a rejected token: the user must connect again; one
-/// that blames the application (`resource` `Application`) is our
-/// configuration's fault and fails the work without touching the account.
-pub fn refresh(run: &Run, refresh_token: &str) -> Result<TokenGrant, Failure> {
-    run.check_pause(PLATFORM)?;
-    let url = format!("{}/oauth/token", run.config.strava_api_url);
-    let mut form: Vec<(&str, &str)> = vec![
-        ("grant_type", "refresh_token"),
-        ("refresh_token", refresh_token),
-    ];
-    if let (Some(id), Some(secret)) = (
-        run.config.strava_client_id.as_deref(),
-        run.config.strava_client_secret.as_deref(),
-    ) {
-        form.push(("client_id", id));
-        form.push(("client_secret", secret));
-    }
-    let reply = send(run, OutboundRequest::post(&url).form(&form))?;
-    if matches!(reply.status, 400 | 401) && parse::strava_blames_application(&reply.body) {
-        return Err(Failure::permanent(format!(
-            "Strava refused the app's credentials on token refresh ({}): {}; check strava_client_id and strava_client_secret",
-            reply.status,
-            parse::strava_message(&reply.body)
-        )));
-    }
-    if matches!(reply.status, 400 | 401) {
-        return Err(Failure::TokenRejected {
-            account_id: None,
-            message: format!(
-                "Strava refused the token refresh ({}): {}",
-                reply.status,
-                parse::strava_message(&reply.body)
-            ),
-        });
-    }
-    accept(run, &reply)?;
-    reply
-        .json::<TokenGrant>()
-        .map_err(|e| Failure::transient(e.to_string()))
 }
 
 fn send(run: &Run, request: OutboundRequest) -> Result<Reply, Failure> {

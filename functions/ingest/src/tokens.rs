@@ -1,20 +1,21 @@
 //! The account's platform token, opened from its sealed form
-//! (`shared::token_cipher`, key `token_encryption_key`). A Strava token that
-//! has expired (or expires within two minutes) is refreshed first, and one
-//! that Strava rejects with 401 is refreshed once and the call retried; the
-//! rotated refresh token and `expires_at` are saved before the new access
-//! token is used (a compare-and-set, so of two runs refreshing at once one
-//! saves and the other takes its tokens). An expired Instagram token cannot
-//! be refreshed here: it is a rejected token.
+//! (`shared::token_cipher`, key `token_encryption_key`, a key ring when keys
+//! rotate). A Strava token that has expired (or expires within two minutes)
+//! is refreshed first, and one that Strava rejects with 401 is refreshed
+//! once and the call retried. The refresh is token-rotation's shared path
+//! (`shared::token_refresh::refresh_now`): a lease on the account, so no
+//! other worker spends the same rotating refresh token, and the rotated pair
+//! saved, sealed, in the call that releases it, before the new access token
+//! is used. An expired Instagram token cannot be refreshed here: it is a
+//! rejected token (token-rotation renews Instagram tokens weeks ahead).
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use shared::oauth::{App, Platform};
 use shared::token_cipher;
+use shared::token_refresh::{self, Apps, NotClaimed, Outcome};
 
 use crate::parse;
-use crate::run::{Account, Failure, Run, uuid};
-use crate::sql;
-use crate::strava;
+use crate::run::{Account, Failure, Run};
 
 /// A token is refreshed when it expires within this margin.
 const REFRESH_MARGIN_SECONDS: i64 = 120;
@@ -66,56 +67,66 @@ pub fn with_strava_token<T>(
     }
 }
 
-#[derive(Deserialize)]
-struct Saved {
-    saved: bool,
-    account: Account,
-}
+/// The lease holder named in `account_token_rotation.locked_by`.
+const WORKER: &str = "ingest";
 
-/// Refreshes the Strava token pair, saves it sealed, and answers the new
-/// access token.
+/// Refreshes the Strava token pair through the shared path, carries the
+/// stored (sealed) pair into `account`, and answers the new access token.
 fn refresh_strava(run: &Run, account: &mut Account) -> Result<String, Failure> {
-    let previous = account.refresh_token.clone();
-    let refresh_token = open(run, account, previous.as_deref(), "refresh token")?;
-    let grant = strava::refresh(run, &refresh_token).map_err(|f| f.for_account(&account.id))?;
-    let key = run.config.token_key()?;
-    let key_id = account
-        .access_token
-        .as_deref()
-        .and_then(token_cipher::key_id)
-        .unwrap_or("k1")
-        .to_string();
-    let sealed_access = token_cipher::seal(&grant.access_token, key, &key_id)?;
-    let sealed_refresh = match grant.refresh_token.as_deref() {
-        Some(token) => token_cipher::seal(token, key, &key_id)?,
-        None => previous.clone().unwrap_or_default(),
+    let keys = token_cipher::Keyring::parse(run.config.token_key()?)?;
+    let apps = Apps::new(vec![App {
+        platform: Platform::Strava,
+        client_id: run.config.strava_client_id.clone().unwrap_or_default(),
+        client_secret: run.config.strava_client_secret.clone().unwrap_or_default(),
+        oauth_base_url: run.config.strava_api_url.clone(),
+        graph_base_url: String::new(),
+    }]);
+    let rejected = |message: String| Failure::TokenRejected {
+        account_id: Some(account.id.clone()),
+        message,
     };
-    let expires = DateTime::from_timestamp(grant.expires_at, 0)
-        .unwrap_or_else(|| run.now() + Duration::hours(6));
-    let saved: Saved = run.db.call(
-        &sql::SAVE_REFRESHED_ACCOUNT_TOKENS,
-        &[
-            uuid(&account.id),
-            previous.into(),
-            sealed_access.into(),
-            sealed_refresh.into(),
-            key_id.into(),
-            parse::rfc3339(expires).into(),
-        ],
-    )?;
-    account.access_token = saved.account.access_token.clone();
-    account.refresh_token = saved.account.refresh_token.clone();
-    account.token_expires_at = saved.account.token_expires_at.clone();
-    if saved.saved {
-        Ok(grant.access_token)
-    } else {
-        // Another run refreshed first: its tokens are the current ones.
-        open(
-            run,
-            account,
-            account.access_token.as_deref(),
-            "access token",
-        )
+    let rotated =
+        match token_refresh::refresh_now(run.db, &apps, &keys, &account.id, WORKER, run.now())? {
+            Ok(rotated) => rotated,
+            Err(NotClaimed::Leased) => {
+                return Err(Failure::transient(
+                    "another worker is refreshing the Strava token right now",
+                ));
+            }
+            Err(NotClaimed::NotRefreshable) => {
+                return Err(rejected(
+                    "no refresh token is stored for the account".into(),
+                ));
+            }
+            Err(NotClaimed::NotActive | NotClaimed::NotFound) => {
+                return Err(Failure::permanent(
+                    "the account is not an active, verified Strava account",
+                ));
+            }
+        };
+    let error = rotated.error.clone().unwrap_or_default();
+    match (rotated.outcome, rotated.access_token, rotated.stored) {
+        (Outcome::Refreshed, Some(token), Some(stored)) => {
+            account.access_token = Some(stored.access_token);
+            if stored.refresh_token.is_some() {
+                account.refresh_token = stored.refresh_token;
+            }
+            account.token_expires_at = stored.token_expires_at;
+            Ok(token)
+        }
+        (Outcome::Expired, ..) => Err(rejected(format!(
+            "Strava refused the token refresh: {error}"
+        ))),
+        (Outcome::Application, ..) => Err(Failure::permanent(format!(
+            "{error}; check strava_client_id and strava_client_secret"
+        ))),
+        (Outcome::Transient, ..) => Err(Failure::Transient {
+            message: error,
+            retry_after: rotated.retry_after,
+        }),
+        _ => Err(Failure::transient(format!(
+            "the Strava token refresh was not saved ({error}); retrying"
+        ))),
     }
 }
 

@@ -66,6 +66,7 @@ mod tests {
             error: error.map(str::to_string),
             call: None,
             retry_after: None,
+            stored: None,
         }
     }
 
