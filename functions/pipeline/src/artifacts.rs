@@ -97,9 +97,18 @@ pub fn upload(call: &mut Call, db: &Database, limits: &Limits, upload: Upload) -
         &upload.params(upload.announced.clone().into()),
     )?;
     if let Some(refused) = refusal(&begun) {
+        call.discard_body(limits.max_bytes);
         return Err(refused);
     }
     if begun["outcome"] == "duplicate" {
+        // Stored already: the bytes are still checked, not stored again.
+        let (_, computed) = hash_only(call, limits.max_bytes)?;
+        if computed != upload.announced {
+            return Err(PipelineError::ChecksumMismatch {
+                announced: upload.announced,
+                computed,
+            });
+        }
         return Ok(answer(200, &begun["artifact"], true));
     }
     let owner = begun["owner_id"].as_str().unwrap_or_default().to_string();
@@ -189,6 +198,21 @@ pub fn upload(call: &mut Call, db: &Database, limits: &Limits, upload: Upload) -
         )));
     }
     Ok(answer(201, &recorded["artifact"], false))
+}
+
+/// Reads the body through SHA-256 only: its size and digest.
+fn hash_only(call: &mut Call, max_bytes: u64) -> Result<(u64, String)> {
+    let mut body = call.body()?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next_chunk()? {
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(PipelineError::TooLarge { limit: max_bytes });
+        }
+        hasher.update(&chunk);
+    }
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 fn answer(status: u16, artifact: &Value, duplicate: bool) -> Response {

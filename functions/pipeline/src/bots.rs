@@ -87,8 +87,27 @@ pub fn record_event(call: &mut Call, db: &Database, run_id: &str) -> Result<Resp
 /// file as the body and its SHA-256 in `Content-Digest` or
 /// `x-checksum-sha256` ([`artifacts::upload`]).
 pub fn upload_artifact(call: &mut Call, db: &Database, run_id: &str) -> Result<Response> {
-    let token = auth::bot_token_hash(call)?;
-    let announced = announced_sha256(call)?;
+    let limits = artifacts::Limits::from_variables()?;
+    if let Some(length) = call.content_length()?
+        && length > limits.max_bytes
+    {
+        // Refused from the headers: the body is not read, nothing stored.
+        return Err(PipelineError::TooLarge {
+            limit: limits.max_bytes,
+        });
+    }
+    let checked = (|| {
+        let token = auth::bot_token_hash(call)?;
+        let announced = announced_sha256(call)?;
+        Ok::<_, PipelineError>((token, announced))
+    })();
+    let (token, announced) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            call.discard_body(limits.max_bytes);
+            return Err(e);
+        }
+    };
     let bot_name = call.query("bot_name").map(str::to_string);
     if let Some(name) = &bot_name {
         check_bot_name(name)?;
@@ -108,14 +127,6 @@ pub fn upload_artifact(call: &mut Call, db: &Database, run_id: &str) -> Result<R
         return Err(PipelineError::bad_request(
             "Content-Type must be a media type such as application/zip",
         ));
-    }
-    let limits = artifacts::Limits::from_variables()?;
-    if let Some(length) = call.content_length()?
-        && length > limits.max_bytes
-    {
-        return Err(PipelineError::TooLarge {
-            limit: limits.max_bytes,
-        });
     }
     artifacts::upload(
         call,

@@ -119,6 +119,26 @@ impl Call {
     }
 }
 
+impl Call {
+    /// Reads and drops up to `limit` bytes of an unread body, so a client
+    /// still sending gets the early answer instead of a broken connection.
+    pub fn discard_body(&mut self, limit: u64) {
+        if self.request.is_none() {
+            return;
+        }
+        let Ok(mut body) = self.body() else {
+            return;
+        };
+        let mut read: u64 = 0;
+        while let Ok(Some(chunk)) = body.next_chunk() {
+            read += chunk.len() as u64;
+            if read > limit {
+                return;
+            }
+        }
+    }
+}
+
 /// A request body being read. Fields drop in order: the stream before its
 /// body, the body before its request, as wasi:http requires.
 pub struct Body {
