@@ -192,7 +192,10 @@ pub fn upload(call: &mut Call, db: &Database, limits: &Limits, upload: Upload) -
     if let Err(e) = target.commit(pending) {
         let id = recorded["artifact"]["id"].as_str().unwrap_or_default();
         // The record must not point at nothing; the failure is what the bot sees.
-        drop(db.call_json(&sql::FORGET_ARTIFACT, &[ParameterValue::Uuid(id.to_string())]));
+        drop(db.call_json(
+            &sql::FORGET_ARTIFACT,
+            &[ParameterValue::Uuid(id.to_string())],
+        ));
         return Err(PipelineError::Store(format!(
             "the object store did not take the artifact (try again): {e}"
         )));
@@ -216,7 +219,10 @@ fn hash_only(call: &mut Call, max_bytes: u64) -> Result<(u64, String)> {
 }
 
 fn answer(status: u16, artifact: &Value, duplicate: bool) -> Response {
-    shared::response::json(status, &json!({ "artifact": artifact, "duplicate": duplicate }))
+    shared::response::json(
+        status,
+        &json!({ "artifact": artifact, "duplicate": duplicate }),
+    )
 }
 
 fn store_config() -> Result<StoreConfig> {

@@ -176,7 +176,9 @@ pub fn register_link(call: &mut Call, db: &Database, run_id: &str) -> Result<Res
         return Err(PipelineError::bad_request("url must be an http(s) URL"));
     }
     if link.url.len() > 2048 {
-        return Err(PipelineError::bad_request("url is longer than 2048 characters"));
+        return Err(PipelineError::bad_request(
+            "url is longer than 2048 characters",
+        ));
     }
     let kind = link.kind.unwrap_or_else(|| "file".into());
     check_label("kind", &kind, 100)?;
@@ -191,13 +193,18 @@ pub fn register_link(call: &mut Call, db: &Database, run_id: &str) -> Result<Res
             token.into(),
             run_id.to_string().into(),
             optional(link.bot_name),
-            jsonb(&json!({ "url": url.as_str(), "checksum": checksum, "kind": kind, "meta": meta })),
+            jsonb(
+                &json!({ "url": url.as_str(), "checksum": checksum, "kind": kind, "meta": meta }),
+            ),
         ],
     )?;
     if let Some(refused) = refusal(&answer) {
         return Err(refused);
     }
-    Ok(shared::response::json(202, &json!({ "artifact": answer["artifact"] })))
+    Ok(shared::response::json(
+        202,
+        &json!({ "artifact": answer["artifact"] }),
+    ))
 }
 
 /// The SHA-256 the bot announced, as lower-case hex: `Content-Digest:
@@ -310,8 +317,16 @@ mod tests {
             content_digest_sha256(&format!("sha-512=:AAAA:, SHA-256=:{b64}:;x=1")).as_deref(),
             Some(EMPTY_SHA256)
         );
-        assert_eq!(content_digest_sha256("sha-256=:AAAA:"), None, "16 bits is not a SHA-256");
-        assert_eq!(content_digest_sha256(&format!("sha-256={b64}")), None, "needs the colons");
+        assert_eq!(
+            content_digest_sha256("sha-256=:AAAA:"),
+            None,
+            "16 bits is not a SHA-256"
+        );
+        assert_eq!(
+            content_digest_sha256(&format!("sha-256={b64}")),
+            None,
+            "needs the colons"
+        );
         assert_eq!(content_digest_sha256("md5=:AAAA:"), None);
     }
 

@@ -157,14 +157,30 @@ mod tests {
     #[test]
     fn refusals_from_sql_map_to_their_statuses() {
         let cases = [
-            (json!({"outcome": "unauthorized", "message": "revoked"}), 401),
-            (json!({"outcome": "forbidden", "reason": "bot_name_mismatch"}), 403),
-            (json!({"outcome": "bad_request", "message": "bot_name"}), 400),
+            (
+                json!({"outcome": "unauthorized", "message": "revoked"}),
+                401,
+            ),
+            (
+                json!({"outcome": "forbidden", "reason": "bot_name_mismatch"}),
+                403,
+            ),
+            (
+                json!({"outcome": "bad_request", "message": "bot_name"}),
+                400,
+            ),
             (json!({"outcome": "not_found"}), 404),
-            (json!({"outcome": "refused", "reason": "run_completed", "status": "completed"}), 409),
+            (
+                json!({"outcome": "refused", "reason": "run_completed", "status": "completed"}),
+                409,
+            ),
         ];
         for (answer, status) in cases {
-            assert_eq!(refusal(&answer).map(|e| e.status()), Some(status), "{answer}");
+            assert_eq!(
+                refusal(&answer).map(|e| e.status()),
+                Some(status),
+                "{answer}"
+            );
         }
         assert!(refusal(&json!({"outcome": "accepted"})).is_none());
         let conflict = refusal(&json!({"outcome": "refused", "reason": "run_cancelled", "status": "cancelled", "message": "m"})).unwrap();

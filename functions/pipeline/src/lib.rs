@@ -99,8 +99,9 @@ fn on_http(call: &mut Call) -> Result<Response> {
     let route =
         Route::parse(&path).ok_or_else(|| PipelineError::not_found("no such pipeline route"))?;
     let method = call.method.clone();
-    let not_allowed =
-        |method: &Method| -> Result<Response> { Err(Error::MethodNotAllowed(method.to_string()).into()) };
+    let not_allowed = |method: &Method| -> Result<Response> {
+        Err(Error::MethodNotAllowed(method.to_string()).into())
+    };
     match (&route, &method) {
         (Route::Job, Method::Post) => return job(call),
         (Route::Job, _) => return not_allowed(&method),
@@ -160,7 +161,10 @@ mod tests {
     fn routes_parse_and_refuse_odd_run_ids() {
         assert_eq!(Route::parse("/pipeline/runs"), Some(Route::Runs));
         assert_eq!(Route::parse("/pipeline/runs/"), Some(Route::Runs));
-        assert_eq!(Route::parse("/pipeline/runs/run_1"), Some(Route::Run("run_1")));
+        assert_eq!(
+            Route::parse("/pipeline/runs/run_1"),
+            Some(Route::Run("run_1"))
+        );
         assert_eq!(
             Route::parse("/pipeline/runs/run_1/events"),
             Some(Route::Events("run_1"))

@@ -33,17 +33,15 @@ struct NewRun {
 /// `POST /pipeline/runs {project_spec}`: 201 with the run (its `run_id`).
 pub fn create(call: &mut Call, db: &Database, user: Uuid) -> Result<Response> {
     let body = call.read_body(MAX_SPEC_BYTES)?;
-    let new: NewRun = serde_json::from_slice(&body)
-        .map_err(|e| PipelineError::bad_request(format!("expected {{\"project_spec\": {{...}}}}: {e}")))?;
+    let new: NewRun = serde_json::from_slice(&body).map_err(|e| {
+        PipelineError::bad_request(format!("expected {{\"project_spec\": {{...}}}}: {e}"))
+    })?;
     if !new.project_spec.is_object() {
         return Err(PipelineError::bad_request(
             "project_spec must be a JSON object",
         ));
     }
-    let answer: Value = db.call(
-        &sql::CREATE_RUN,
-        &[uuid(user), jsonb(&new.project_spec)],
-    )?;
+    let answer: Value = db.call(&sql::CREATE_RUN, &[uuid(user), jsonb(&new.project_spec)])?;
     if answer["created"] != json!(true) {
         return Err(PipelineError::Forbidden {
             reason: text(&answer, "reason"),
@@ -61,12 +59,16 @@ pub fn create(call: &mut Call, db: &Database, user: Uuid) -> Result<Response> {
 pub fn show(db: &Database, user: Uuid, run_id: &str) -> Result<Response> {
     let answer: Value = db.call(
         &sql::RUN_FOR_USER,
-        &[uuid(user), run_id.to_string().into(), ParameterValue::Int32(RUN_EVENT_PAGE)],
+        &[
+            uuid(user),
+            run_id.to_string().into(),
+            ParameterValue::Int32(RUN_EVENT_PAGE),
+        ],
     )?;
     found(&answer)?;
-    let due = answer["artifacts"].as_array().is_some_and(|all| {
-        all.iter().any(|a| a["verification"] == "pending")
-    });
+    let due = answer["artifacts"]
+        .as_array()
+        .is_some_and(|all| all.iter().any(|a| a["verification"] == "pending"));
     if !due {
         return Ok(shared::response::json(200, &answer));
     }
@@ -74,7 +76,11 @@ pub fn show(db: &Database, user: Uuid, run_id: &str) -> Result<Response> {
     crate::verify::check_links(db, Some(run_id), crate::verify::ON_READ_BUDGET)?;
     let answer: Value = db.call(
         &sql::RUN_FOR_USER,
-        &[uuid(user), run_id.to_string().into(), ParameterValue::Int32(RUN_EVENT_PAGE)],
+        &[
+            uuid(user),
+            run_id.to_string().into(),
+            ParameterValue::Int32(RUN_EVENT_PAGE),
+        ],
     )?;
     found(&answer)?;
     Ok(shared::response::json(200, &answer))
@@ -143,8 +149,9 @@ pub fn mint_token(call: &mut Call, db: &Database, user: Uuid) -> Result<Response
     let new: NewToken = if body.iter().all(u8::is_ascii_whitespace) {
         NewToken::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| PipelineError::bad_request(format!("expected {{\"bot_name\": ...}}: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            PipelineError::bad_request(format!("expected {{\"bot_name\": ...}}: {e}"))
+        })?
     };
     if let Some(name) = &new.bot_name {
         crate::bots::check_bot_name(name)?;
@@ -154,7 +161,8 @@ pub fn mint_token(call: &mut Call, db: &Database, user: Uuid) -> Result<Response
         &sql::MINT_BOT_TOKEN,
         &[
             uuid(user),
-            new.bot_name.map_or(ParameterValue::DbNull, ParameterValue::Str),
+            new.bot_name
+                .map_or(ParameterValue::DbNull, ParameterValue::Str),
             auth::hash(&token).into(),
         ],
     )?;

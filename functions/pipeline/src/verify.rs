@@ -45,7 +45,10 @@ struct Claimed {
 /// How one check ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    Verified { size: u64, content_type: Option<String> },
+    Verified {
+        size: u64,
+        content_type: Option<String>,
+    },
     Failed(String),
     Retry(String),
 }
@@ -83,7 +86,10 @@ pub fn check_links(
             let (name, detail) = match &outcome {
                 Outcome::Verified { size, content_type } => {
                     verified += 1;
-                    ("verified", json!({ "file_size": size, "content_type": content_type }))
+                    (
+                        "verified",
+                        json!({ "file_size": size, "content_type": content_type }),
+                    )
                 }
                 Outcome::Failed(error) => {
                     failed += 1;
@@ -150,7 +156,10 @@ fn check(item: &Claimed, max_bytes: u64) -> Outcome {
             Err(e) => return failure(e),
         }
         if Instant::now() > deadline {
-            return Outcome::Retry(format!("{} took longer than {FETCH_DEADLINE:?}", incoming.target));
+            return Outcome::Retry(format!(
+                "{} took longer than {FETCH_DEADLINE:?}",
+                incoming.target
+            ));
         }
     }
     let computed = hex::encode(hasher.finalize());

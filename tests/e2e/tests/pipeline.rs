@@ -150,10 +150,7 @@ impl World {
     }
 
     async fn bot_token(&self, user: Uuid, bot_name: Option<&str>) -> (String, String) {
-        let body = match bot_name {
-            Some(name) => Some(json!({ "bot_name": name })),
-            None => None,
-        };
+        let body = bot_name.map(|name| json!({ "bot_name": name }));
         let (status, answer) = self
             .as_user(user, "POST", "/pipeline/bot-tokens", body)
             .await;
