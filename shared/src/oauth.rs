@@ -604,12 +604,14 @@ fn classify(platform: Platform, body: &Value) -> Class {
         return match code {
             "invalid_grant" => Class::Refused,
             "temporarily_unavailable" | "server_error" => Class::Transient,
-            // X answers an unknown or used refresh token with
-            // invalid_request "Value passed for the token was invalid.";
-            // LinkedIn with "... refresh token is invalid, expired or revoked".
+            // X answers an unknown or used token or code with
+            // invalid_request "Value passed for the token (authorization
+            // code) was invalid."; LinkedIn "... refresh token is invalid,
+            // expired or revoked" or "... authorization code expired".
             "invalid_request"
-                if description.contains("token")
-                    && ["invalid", "expired", "revoked"]
+                if (description.contains("token") || description.contains("code"))
+                    && !description.contains("client")
+                    && ["invalid", "expired", "revoked", "does not match"]
                         .iter()
                         .any(|w| description.contains(w)) =>
             {
@@ -985,6 +987,36 @@ mod tests {
                 Platform::X,
                 401,
                 r#"{"error":"invalid_client","error_description":"Missing valid authorization header"}"#,
+                "application",
+            ),
+            (
+                Platform::X,
+                400,
+                r#"{"error":"invalid_request","error_description":"Value passed for the authorization code was invalid."}"#,
+                "refused",
+            ),
+            (
+                Platform::X,
+                401,
+                r#"{"error":"unauthorized_client","error_description":"Missing valid authorization header"}"#,
+                "application",
+            ),
+            (
+                Platform::Instagram,
+                400,
+                r#"{"error_type":"OAuthException","code":400,"error_message":"Invalid authorization code"}"#,
+                "refused",
+            ),
+            (
+                Platform::Instagram,
+                400,
+                r#"{"error_type":"OAuthException","code":400,"error_message":"Invalid platform app"}"#,
+                "application",
+            ),
+            (
+                Platform::Instagram,
+                400,
+                r#"{"error":{"message":"Error validating client secret","type":"OAuthException","code":101}}"#,
                 "application",
             ),
             (

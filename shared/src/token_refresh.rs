@@ -31,20 +31,20 @@ use crate::token_cipher::{self, Keyring};
 /// (`$4` the current key id, `$5` now).
 pub const CLAIM_TOKEN_ROTATIONS: SqlCall = SqlCall {
     name: "claim_token_rotations",
-    sql: "select public.claim_token_rotations($1::text, $2::int, $3::int, $4::text, $5::timestamptz) as claims",
+    sql: "select public.claim_token_rotations($1::text, $2::int, $3::int, $4::text, $5::text::timestamptz) as claims",
 };
 
 /// Leases account `$1` now for worker `$2` for `$3` seconds (`$4` now).
 pub const CLAIM_TOKEN_REFRESH: SqlCall = SqlCall {
     name: "claim_token_refresh",
-    sql: "select public.claim_token_refresh($1::uuid, $2::text, $3::int, $4::timestamptz) as claim",
+    sql: "select public.claim_token_refresh($1::uuid, $2::text, $3::int, $4::text::timestamptz) as claim",
 };
 
 /// Settles the claim of account `$1` with lease `$2`: `$3` the result
 /// jsonb, `$4` now.
 pub const FINISH_TOKEN_ROTATION: SqlCall = SqlCall {
     name: "finish_token_rotation",
-    sql: "select public.finish_token_rotation($1::uuid, $2::bigint, $3::jsonb, $4::timestamptz) as finished",
+    sql: "select public.finish_token_rotation($1::uuid, $2::bigint, $3::jsonb, $4::text::timestamptz) as finished",
 };
 
 /// How long a lease on one account lasts: far beyond one token request

@@ -1,8 +1,8 @@
 //! Job components through the host over real Postgres: the cron trigger and
 //! `POST /jobs/{name}` both run the job and write its `worker_heartbeats`
 //! row, which `GET /status` then shows with its age; the bearer secret is
-//! required; a job that is not built yet says so on both triggers and still
-//! leaves its heartbeat.
+//! required; a job that cannot do its work (its configuration is missing)
+//! says so on both triggers and still leaves its heartbeat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -94,30 +94,48 @@ async fn maintenance_runs_on_cron_and_http_and_its_heartbeat_shows_in_status() {
     app.stop().await;
 }
 
+// Every job component is built now (token-rotation was the last 501 stub),
+// so what this guarded, that a job which cannot do its work says so on both
+// triggers and still leaves its heartbeat, is checked with a job that lacks
+// its configuration: token-rotation without `token_encryption_key`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unbuilt_job_says_so_on_both_triggers_and_still_beats() {
+async fn a_job_that_cannot_work_says_so_on_both_triggers_and_still_beats() {
     require_wasm("token-rotation").unwrap();
     require_wasm("status").unwrap();
     let db = TestDb::new().await.unwrap();
     let app = TestApp::builder(product_manifest())
         .database(&db)
         .components(&["token-rotation", "status"])
+        .variable("token_encryption_key", "")
         .start()
         .await
         .unwrap();
 
     match app.fire_cron("token-rotation").await {
         Err(CronFailure::Guest(message)) => {
-            assert!(message.contains("not built yet"), "{message}")
+            assert!(message.contains("token_encryption_key"), "{message}")
         }
-        other => panic!("the stub's cron run must fail honestly, got {other:?}"),
+        other => panic!("the cron run must fail honestly, got {other:?}"),
     }
+    let beat = heartbeat(&status(&app).await, "token-rotation")
+        .cloned()
+        .expect("the failed cron run wrote its heartbeat");
+    assert_eq!(beat["detail"]["trigger"], "cron", "{beat}");
+    assert_eq!(beat["detail"]["outcome"], "configuration_error", "{beat}");
     let (code, body) = post_job(&app, "token-rotation", Some(TestApp::JOB_SECRET)).await;
-    assert_eq!(code, 501, "{body}");
-    assert_eq!(body["error"], "not_implemented");
+    assert_eq!(code, 500, "{body}");
+    assert_eq!(body["error"], "configuration_error");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("token_encryption_key"),
+        "{body}"
+    );
     let beat = heartbeat(&status(&app).await, "token-rotation")
         .cloned()
         .expect("heartbeat written");
-    assert_eq!(beat["detail"]["outcome"], "not_implemented", "{beat}");
+    assert_eq!(beat["detail"]["trigger"], "http", "{beat}");
+    assert_eq!(beat["detail"]["outcome"], "configuration_error", "{beat}");
     app.stop().await;
 }
