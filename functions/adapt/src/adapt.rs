@@ -3,7 +3,9 @@
 //! within the daily limit before it is made, settled with its usage tokens
 //! after, and logged in `api_logs`.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -74,6 +76,17 @@ fn json_answer(status: u16, row: &Value) -> Response {
     shared::response::json(status, row)
 }
 
+/// The answer with `Server-Timing: model;dur=<ms>`: the time spent waiting
+/// for the model, so a client (and the benchmark) can tell the model's time
+/// from this component's own.
+fn timed(mut response: Response, spent: &Cell<Duration>) -> Response {
+    response.set_header(
+        "server-timing",
+        format!("model;dur={:.3}", spent.get().as_secs_f64() * 1000.0),
+    );
+    response
+}
+
 /// `POST /adapt`: the stored adaptation (201), or the stored twin with the
 /// same `idea_hash` (200) unless `force`.
 pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
@@ -110,7 +123,8 @@ pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
     };
     let messages = prompt::messages(&templates, &brief)?;
     let dedupe = (!asked.force).then_some(idea_hash.as_str());
-    let variants = match generate(
+    let spent = Cell::new(Duration::ZERO);
+    let generated = generate(
         &db,
         config,
         user,
@@ -118,8 +132,10 @@ pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
         messages,
         &asked.platforms,
         dedupe,
-    )? {
-        Generated::Existing(row) => return Ok(json_answer(200, &row)),
+        &spent,
+    )?;
+    let variants = match generated {
+        Generated::Existing(row) => return Ok(timed(json_answer(200, &row), &spent)),
         Generated::Variants(variants) => variants,
     };
     let adaptations: Map<String, Value> = variants
@@ -142,7 +158,7 @@ pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
         ],
     )?;
     match (saved.ok, saved.adaptation) {
-        (true, Some(row)) => Ok(json_answer(201, &row)),
+        (true, Some(row)) => Ok(timed(json_answer(201, &row), &spent)),
         // The profile was deleted or moved while the model wrote.
         _ => Err(AdaptError::VoiceProfileNotFound(
             "the voice profile is no longer one of yours".into(),
@@ -173,8 +189,10 @@ pub fn regenerate(config: &Config, user: Uuid, id: Uuid, body: &[u8]) -> Result<
         schema_in_prompt: config.response_format == ResponseFormat::JsonObject,
     };
     let messages = prompt::messages(&templates, &brief)?;
-    let Generated::Variants(variants) =
-        generate(&db, config, user, &templates, messages, &platforms, None)?
+    let spent = Cell::new(Duration::ZERO);
+    let Generated::Variants(variants) = generate(
+        &db, config, user, &templates, messages, &platforms, None, &spent,
+    )?
     else {
         return Err(AdaptError::Shared(shared::Error::Database(
             "adapt_reserve_run answered a stored adaptation without an idea hash".into(),
@@ -194,7 +212,7 @@ pub fn regenerate(config: &Config, user: Uuid, id: Uuid, body: &[u8]) -> Result<
         ],
     )?;
     match (saved.found, saved.adaptation) {
-        (true, Some(row)) => Ok(json_answer(200, &row)),
+        (true, Some(row)) => Ok(timed(json_answer(200, &row), &spent)),
         _ => Err(not_found()),
     }
 }
@@ -261,7 +279,9 @@ fn evaluate(content: &str, platforms: &[Platform]) -> std::result::Result<Vec<Va
 }
 
 /// Asks the model (at most twice: an unusable or over-long answer is asked
-/// for once more), each call reserved, settled and logged.
+/// for once more), each call reserved, settled and logged; `spent` adds up
+/// the time waited for the model.
+#[allow(clippy::too_many_arguments)] // one call site per route; a struct would only rename them
 fn generate(
     db: &Database,
     config: &Config,
@@ -270,8 +290,9 @@ fn generate(
     messages: Vec<Message>,
     platforms: &[Platform],
     dedupe: Option<&str>,
+    spent: &Cell<Duration>,
 ) -> Result<Generated> {
-    let first = match call(db, config, user, &messages, platforms, dedupe)? {
+    let first = match call(db, config, user, &messages, platforms, dedupe, spent)? {
         Called::Existing(row) => return Ok(Generated::Existing(row)),
         Called::Answered(content) => content,
     };
@@ -281,7 +302,7 @@ fn generate(
         Err(Problem::TooLong { kept, over, why }) => (RetryReason::TooLong, why, over, kept),
     };
     let retry = prompt::retry_messages(templates, &messages, &first, reason, &problem, &ask)?;
-    let Called::Answered(second) = call(db, config, user, &retry, &ask, None)? else {
+    let Called::Answered(second) = call(db, config, user, &retry, &ask, None, spent)? else {
         return Err(AdaptError::Shared(shared::Error::Database(
             "adapt_reserve_run answered a stored adaptation without an idea hash".into(),
         )));
@@ -314,6 +335,7 @@ fn call(
     messages: &[Message],
     platforms: &[Platform],
     dedupe: Option<&str>,
+    spent: &Cell<Duration>,
 ) -> Result<Called> {
     let reservation: Reservation = db.call(
         &sql::ADAPT_RESERVE_RUN,
@@ -337,7 +359,9 @@ fn call(
             retry_after: reservation.resets_in_seconds.max(1),
         });
     };
+    let waited = Instant::now();
     let (result, logged) = model::complete(config, messages, platforms, user);
+    spent.set(spent.get() + waited.elapsed());
     provider_log::record(db, &logged)?;
     let answered = logged.status_code.is_some_and(|s| (200..300).contains(&s));
     let (input, output) = result

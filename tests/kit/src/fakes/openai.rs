@@ -179,6 +179,11 @@ impl FakeOpenAi {
             .count()
     }
 
+    /// Every request received, raw, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.server.requests()
+    }
+
     /// Every chat request received, oldest first.
     pub fn chats(&self) -> Vec<Chat> {
         self.server
