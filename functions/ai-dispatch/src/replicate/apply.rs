@@ -125,9 +125,12 @@ fn finish_item(
     let id = ParameterValue::Uuid(item.id.clone());
     let lease = ParameterValue::Int64(item.lease_token);
     match result {
-        Ok(answer) => ctx
-            .db
-            .call_json(&sql::COMPLETE_INGESTED_ITEM, &[id, lease, jsonb(&answer)])?,
+        // Under "outcome": complete_* reads a top-level "status" as the
+        // item's own status.
+        Ok(answer) => ctx.db.call_json(
+            &sql::COMPLETE_INGESTED_ITEM,
+            &[id, lease, jsonb(&json!({ "outcome": answer }))],
+        )?,
         Err((why, permanent)) => ctx.db.call_json(
             &sql::FAIL_INGESTED_ITEM,
             &[

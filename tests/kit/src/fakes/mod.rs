@@ -6,6 +6,7 @@ pub mod instagram;
 pub mod linkedin;
 pub mod oauth;
 pub mod openai;
+pub mod replicate;
 pub mod strava;
 pub mod venice;
 pub mod x;
