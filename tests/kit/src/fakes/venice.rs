@@ -312,27 +312,27 @@ fn generate(state: &Mutex<State>, request: &RecordedRequest) -> http::Response<B
         }
         None => return invalid("prompt", "invalid_type", "Required"),
     }
-    let side = |name: &str| -> Result<u32, http::Response<Bytes>> {
+    // A side's problem as (code, message), turned into the 400 below.
+    let side = |name: &str| -> Result<u32, (&'static str, String)> {
         match body.get(name) {
             None => Ok(1024),
             Some(v) => match v.as_u64() {
                 Some(n) if (1..=MAX_SIDE).contains(&n) => Ok(n as u32),
-                Some(_) => Err(invalid(
-                    name,
+                Some(_) => Err((
                     "too_big",
-                    &format!("Number must be less than or equal to {MAX_SIDE}"),
+                    format!("Number must be less than or equal to {MAX_SIDE}"),
                 )),
-                None => Err(invalid(name, "invalid_type", "Expected number")),
+                None => Err(("invalid_type", "Expected number".to_string())),
             },
         }
     };
     let width = match side("width") {
         Ok(w) => w,
-        Err(e) => return e,
+        Err((code, message)) => return invalid("width", code, &message),
     };
     let height = match side("height") {
         Ok(h) => h,
-        Err(e) => return e,
+        Err((code, message)) => return invalid("height", code, &message),
     };
     let variants = match body.get("variants") {
         None => 1,
