@@ -9,7 +9,7 @@ use wasi::io::streams::{InputStream, StreamError};
 use crate::error::{PipelineError, Result};
 
 /// How many bytes one read of the body asks for.
-const READ_SIZE: u64 = 64 * 1024;
+const READ_SIZE: u64 = 1024 * 1024;
 
 /// One request.
 pub struct Call {
