@@ -619,3 +619,40 @@ async fn no_key_or_prompt_reaches_logs_events_or_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_without_credits_gets_a_refusal_and_venice_is_never_called() {
+    let w = world().await;
+    let broke = w.user(0).await;
+    let job = w
+        .job(broke, "a free lunch", json!({"width": 16, "height": 16}))
+        .await;
+    let report = w.run(json!({})).await;
+    assert_eq!(report["claimed"], 0, "refused at the claim: {report}");
+    let (status, _, error, dead) = w.state(job).await;
+    assert_eq!((status.as_str(), dead), ("failed", true));
+    assert_eq!(
+        error.as_deref(),
+        Some("insufficient credits: 1 needed, 0 left")
+    );
+    assert!(w.venice.requests().is_empty());
+    assert_eq!(w.credits(broke).await, 0, "never negative");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cron_trigger_runs_the_same_work() {
+    let w = world().await;
+    let user = w.user(2).await;
+    let job = w
+        .job(
+            user,
+            "a clock tower",
+            json!({"width": 24, "height": 24, "format": "png"}),
+        )
+        .await;
+    w.app.fire_cron("ai-dispatch").await.unwrap();
+    assert_eq!(w.state(job).await.0, "succeeded");
+    let assets = w.assets(job).await;
+    assert_eq!(assets.len(), 1);
+    assert_eq!(w.stored(&assets[0].1).unwrap(), w.venice.served()[0][0]);
+}
