@@ -9,16 +9,10 @@ use crate::outcome::Outcome;
 /// there is none.
 pub fn access_token(a: &Attempt<'_>, platform: &str) -> Result<String, Box<Outcome>> {
     if a.account.token_expired {
-        // token-rotation refreshes OAuth tokens before they expire; an
-        // expired one is waiting for it, so try again later.
-        return Err(Box::new(Outcome::Retry {
-            error: format!(
-                "the {platform} access token of {} has expired and was not refreshed yet",
-                a.account.username
-            ),
-            retry_after: Some(300),
-            detail: serde_json::json!({}),
-        }));
+        // token-rotation refreshes OAuth tokens before they expire; one met
+        // expired is refreshed now through the same path (its lease keeps
+        // the two from spending one rotating refresh token).
+        return refresh_now(a, platform);
     }
     let Some(sealed) = a.account.access_token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(Box::new(Outcome::fail(format!(
@@ -37,4 +31,49 @@ pub fn access_token(a: &Attempt<'_>, platform: &str) -> Result<String, Box<Outco
             a.account.username
         )))
     })
+}
+
+/// Refreshes the expired token now (`shared::token_refresh`): the new token,
+/// or a retry when the platform or another refresher is busy, or a failure
+/// when the platform refused the grant (the account is then token_expired
+/// and its user notified by the refresh itself).
+fn refresh_now(a: &Attempt<'_>, platform: &str) -> Result<String, Box<Outcome>> {
+    use shared::token_refresh::{self, Apps, NotClaimed, Outcome as Refresh};
+    let later = |why: String| {
+        Box::new(Outcome::Retry {
+            error: format!(
+                "the {platform} access token of {} has expired and was not refreshed yet: {why}",
+                a.account.username
+            ),
+            retry_after: Some(300),
+            detail: serde_json::json!({}),
+        })
+    };
+    let keys = shared::token_cipher::Keyring::parse(&a.config.token_encryption_key)
+        .map_err(|e| later(e.to_string()))?;
+    let refreshed = token_refresh::refresh_now(
+        a.db,
+        &Apps::from_variables(),
+        &keys,
+        &a.account.id.to_string(),
+        "publish",
+        chrono::Utc::now(),
+    )
+    .map_err(|e| later(e.to_string()))?;
+    match refreshed {
+        Ok(rotated) => match (rotated.outcome, rotated.access_token) {
+            (Refresh::Refreshed, Some(token)) => Ok(token),
+            (Refresh::Expired, _) => Err(Box::new(Outcome::fail(format!(
+                "the account {} must be reconnected: {}",
+                a.account.username,
+                rotated.error.unwrap_or_default()
+            )))),
+            (_, _) => Err(later(rotated.error.unwrap_or_default())),
+        },
+        Err(NotClaimed::NotRefreshable) => Err(Box::new(Outcome::fail(format!(
+            "the {platform} access token of {} has expired and {platform} gave no refresh token; reconnect the account",
+            a.account.username
+        )))),
+        Err(other) => Err(later(format!("{other:?}"))),
+    }
 }
