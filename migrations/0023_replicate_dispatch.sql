@@ -26,6 +26,11 @@
 --   and replicate_model_prices, credits settled or refunded, the user notified.
 -- * Polling: claim_replicate_polls() hands out generations still
 --   processing after a delay, with the token that created them.
+-- * LoRA trainings: claim_lora_trainings() (pending -> uploading under a
+--   lease, the owner's own images only), start_lora_training(),
+--   fail_lora_training(), apply_replicate_training() (weights copied,
+--   version kept, the user notified).
+-- * replicate_status() for /status: counts only, never a token.
 -- * generations gains replicate_token_id (which pool token created the
 --   prediction: only that account may read it) and polled_at.
 
@@ -681,3 +686,208 @@ grant execute on function public.apply_replicate_prediction(jsonb, jsonb, timest
 grant execute on function public.fail_replicate_outputs(text, text, timestamptz) to service_role;
 grant execute on function public.claim_replicate_polls(text, integer, integer, timestamptz) to service_role;
 grant execute on function public.next_replicate_token() to service_role;
+
+-- LoRA trainings ---------------------------------------------------------------------------
+
+-- A training is claimed (pending -> uploading) with a lease, so two workers
+-- never zip and start the same one; an expired lease hands it out again.
+alter table public.user_loras
+  add column training_attempts integer not null default 0,
+  add column training_lease_expires_at timestamptz,
+  add constraint training_attempts_not_negative check (training_attempts >= 0);
+comment on column public.user_loras.training_lease_expires_at is
+  'While status is uploading: until when the worker that zips the images and starts the training holds it.';
+
+-- LoRAs waiting for a training: [{"id", "user_id", "name", "trigger_word",
+-- "training_params", "attempts", "images": [{"storage_path", "caption"}]}].
+-- Only the owner's own images under the owner's folder are handed out.
+create function public.claim_lora_trainings(
+  p_worker_id text,
+  p_lease_seconds integer,
+  p_max_items integer,
+  p_now timestamptz default now()
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_items jsonb;
+begin
+  if p_worker_id is null or length(p_worker_id) = 0 then
+    raise exception 'claim: p_worker_id is required' using errcode = '22023';
+  end if;
+  with due as (
+    select l.id
+      from public.user_loras l
+     where l.replicate_training_id is null
+       and (l.status = 'pending' or (l.status = 'uploading' and l.training_lease_expires_at <= p_now))
+     order by l.created_at, l.id
+     limit greatest(least(p_max_items, 100), 1)
+     for update skip locked
+  ), claimed as (
+    update public.user_loras l
+       set status = 'uploading',
+           training_attempts = l.training_attempts + 1,
+           training_lease_expires_at = p_now + make_interval(secs => greatest(p_lease_seconds, 1))
+      from due
+     where l.id = due.id
+    returning l.*
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', c.id, 'user_id', c.user_id, 'name', c.name, 'trigger_word', c.trigger_word,
+           'training_params', c.training_params, 'attempts', c.training_attempts,
+           'images', (select coalesce(jsonb_agg(jsonb_build_object('storage_path', i.storage_path, 'caption', i.caption)
+                                                order by i.created_at, i.id), '[]'::jsonb)
+                        from public.lora_training_images i
+                       where i.lora_id = c.id and i.user_id = c.user_id
+                         and split_part(i.storage_path, '/', 1) = c.user_id::text))), '[]'::jsonb)
+    into v_items
+    from claimed c;
+  return v_items;
+end
+$$;
+
+-- The training was created at Replicate: status training, its id kept.
+create function public.start_lora_training(p_lora_id uuid, p_training_id text, p_call jsonb, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if p_call is not null then
+    perform public.record_provider_call(p_call);
+  end if;
+  update public.user_loras l
+     set status = 'training', replicate_training_id = p_training_id, training_lease_expires_at = null, error = null
+   where l.id = p_lora_id and l.status = 'uploading';
+  return jsonb_build_object('started', found);
+end
+$$;
+
+-- Starting a training failed: back to pending (tried again next run) or,
+-- when permanent or after 3 attempts, failed and the user told.
+create function public.fail_lora_training(
+  p_lora_id uuid, p_error text, p_permanent boolean, p_call jsonb, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_lora public.user_loras;
+begin
+  if p_call is not null then
+    perform public.record_provider_call(p_call);
+  end if;
+  select * into v_lora from public.user_loras l where l.id = p_lora_id and l.status = 'uploading' for update;
+  if not found then
+    return jsonb_build_object('accepted', false, 'reason', 'not_uploading');
+  end if;
+  if coalesce(p_permanent, false) or v_lora.training_attempts >= 3 then
+    update public.user_loras l
+       set status = 'failed', error = left(p_error, 2000), completed_at = p_now, training_lease_expires_at = null
+     where l.id = p_lora_id;
+    perform public.notify_user(v_lora.user_id, 'lora_failed', 'Your LoRA training failed', left(p_error, 500),
+      jsonb_build_object('lora_id', v_lora.id, 'name', v_lora.name), null);
+    return jsonb_build_object('accepted', true, 'status', 'failed');
+  end if;
+  update public.user_loras l
+     set status = 'pending', error = left(p_error, 2000), training_lease_expires_at = null
+   where l.id = p_lora_id;
+  return jsonb_build_object('accepted', true, 'status', 'pending');
+end
+$$;
+
+-- Applies a training as Replicate reported it (webhook or poll). p_copy:
+-- for succeeded, {"storage_path", "weights_url"} of our copy of the
+-- weights. Monotonic like apply_replicate_prediction.
+create function public.apply_replicate_training(p_training jsonb, p_copy jsonb default null, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_status text := p_training ->> 'status';
+  v_lora public.user_loras;
+  v_error text;
+begin
+  select * into v_lora from public.user_loras l where l.replicate_training_id = p_training ->> 'id' for update;
+  if not found then
+    return jsonb_build_object('applied', false, 'reason', 'unknown_training');
+  end if;
+  if v_lora.status in ('succeeded', 'failed', 'canceled') then
+    return jsonb_build_object('applied', false, 'reason', 'already_finished', 'status', v_lora.status, 'id', v_lora.id);
+  end if;
+  if v_status in ('starting', 'processing') then
+    return jsonb_build_object('applied', true, 'changed', false, 'id', v_lora.id);
+  end if;
+  if v_status = 'succeeded' then
+    if p_copy is null or p_training #>> '{output,version}' is null then
+      raise exception 'apply_replicate_training: a succeeded training needs its version and our copy of the weights'
+        using errcode = '22023';
+    end if;
+    update public.user_loras l
+       set status = 'succeeded',
+           replicate_version = p_training #>> '{output,version}',
+           replicate_model = split_part(p_training #>> '{output,version}', ':', 1),
+           weights_url = p_copy ->> 'weights_url',
+           storage_path = p_copy ->> 'storage_path',
+           cost_usd = public.replicate_prediction_cost(coalesce(p_training ->> 'model', '*'),
+                        (p_training #>> '{metrics,predict_time}')::double precision, 0),
+           completed_at = p_now,
+           error = null
+     where l.id = v_lora.id;
+    perform public.notify_user(v_lora.user_id, 'lora_succeeded', 'Your LoRA is trained',
+      format('%s is ready to use', v_lora.name), jsonb_build_object('lora_id', v_lora.id), null);
+    return jsonb_build_object('applied', true, 'status', 'succeeded', 'id', v_lora.id);
+  end if;
+  if v_status in ('failed', 'canceled', 'aborted') then
+    v_error := coalesce(nullif(p_training ->> 'error', ''), format('the training was %s', v_status));
+    update public.user_loras l
+       set status = case when v_status = 'failed' then 'failed' else 'canceled' end,
+           error = left(v_error, 2000), completed_at = p_now
+     where l.id = v_lora.id;
+    perform public.notify_user(v_lora.user_id, 'lora_failed', 'Your LoRA training failed', left(v_error, 500),
+      jsonb_build_object('lora_id', v_lora.id), null);
+    return jsonb_build_object('applied', true, 'status', v_status, 'id', v_lora.id);
+  end if;
+  return jsonb_build_object('applied', false, 'reason', 'unknown_status', 'status', v_status);
+end
+$$;
+
+-- What /status shows of Replicate: generations at Replicate and the oldest
+-- one's age, stored webhooks waiting or dead, the pool (counts only, never
+-- a token), trainings running, and the budget used in the last minute.
+create function public.replicate_status(p_now timestamptz default now())
+returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'generations_processing', (select count(*) from public.generations g where g.status = 'processing'),
+    'oldest_processing_seconds', (select round(extract(epoch from p_now - min(g.updated_at))::numeric, 0)
+                                    from public.generations g where g.status = 'processing'),
+    'webhooks_pending', (select count(*) from public.ingested_items i
+                          where i.platform = 'replicate' and i.status in ('pending', 'processing')),
+    'webhooks_dead', (select count(*) from public.ingested_items i
+                       where i.platform = 'replicate' and i.status in ('dead_letter', 'failed')),
+    'trainings_running', (select count(*) from public.user_loras l where l.status in ('uploading', 'training')),
+    'tokens', (select jsonb_build_object(
+                 'active', count(*) filter (where t.is_active and (t.cooldown_until is null or t.cooldown_until <= p_now)),
+                 'cooling_down', count(*) filter (where t.is_active and t.cooldown_until > p_now),
+                 'inactive', count(*) filter (where not t.is_active))
+                 from public.replicate_tokens t),
+    'creations_last_minute', (select coalesce(sum(s.used), 0) from public.replicate_creation_seconds s
+                               where s.second > floor(extract(epoch from p_now))::bigint - 61),
+    'per_minute', (select b.per_minute from public.replicate_creation_budget b where b.id))
+$$;
+
+revoke all on function public.claim_lora_trainings(text, integer, integer, timestamptz) from public, anon, authenticated;
+revoke all on function public.start_lora_training(uuid, text, jsonb, timestamptz) from public, anon, authenticated;
+revoke all on function public.fail_lora_training(uuid, text, boolean, jsonb, timestamptz) from public, anon, authenticated;
+revoke all on function public.apply_replicate_training(jsonb, jsonb, timestamptz) from public, anon, authenticated;
+revoke all on function public.replicate_status(timestamptz) from public, anon, authenticated;
+grant execute on function public.claim_lora_trainings(text, integer, integer, timestamptz) to service_role;
+grant execute on function public.start_lora_training(uuid, text, jsonb, timestamptz) to service_role;
+grant execute on function public.fail_lora_training(uuid, text, boolean, jsonb, timestamptz) to service_role;
+grant execute on function public.apply_replicate_training(jsonb, jsonb, timestamptz) to service_role;
+grant execute on function public.replicate_status(timestamptz) to service_role;
