@@ -15,9 +15,12 @@
 --   through record_ai_text_run if the user is under the daily limit, so the
 --   limit holds however many requests arrive at once; over it, when the
 --   limit resets (the next UTC midnight).
--- * adapt_settle_run(run_id, user, input_tokens, output_tokens, answered):
---   the usage tokens of the answer; a call that got no answer (provider 429,
---   5xx, timeout) releases its reservation, since nothing was spent.
+-- * adapt_settle_run(run_id, user, input_tokens, output_tokens, answered,
+--   call): the usage tokens of the answer; a call that got no answer
+--   (provider 429, 5xx, timeout) releases its reservation, since nothing was
+--   spent. `call` is the provider call's api_logs record
+--   (shared::provider_log::ProviderCall, written by 0020's
+--   record_provider_call) in the same round trip.
 -- * adapt_save(...): stores a new adaptation (a twin stored meanwhile under
 --   the same idea_hash wins unless forced), re-checking the voice profile.
 -- * adapt_context(adaptation_id, user): one of the user's adaptations with
@@ -211,7 +214,8 @@ create function public.adapt_settle_run(
   p_user_id uuid,
   p_input_tokens integer,
   p_output_tokens integer,
-  p_answered boolean
+  p_answered boolean,
+  p_call jsonb default null
 ) returns jsonb
 language plpgsql
 security definer
@@ -220,6 +224,11 @@ as $$
 declare
   v_id uuid;
 begin
+  -- The call's api_logs row (shared::provider_log's shape, through 0020's
+  -- record_provider_call) in the same round trip as the settlement.
+  if p_call is not null then
+    perform public.record_provider_call(p_call);
+  end if;
   if p_answered then
     update public.ai_text_runs r
        set input_tokens = greatest(coalesce(p_input_tokens, 0), 0),
@@ -380,7 +389,7 @@ revoke all on function public.adapt_row_json(public.content_adaptations) from pu
 revoke all on function public.adapt_pick_profile(uuid, uuid) from public, anon, authenticated;
 revoke all on function public.adapt_prepare(uuid, uuid) from public, anon, authenticated;
 revoke all on function public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz) from public, anon, authenticated;
-revoke all on function public.adapt_settle_run(uuid, uuid, integer, integer, boolean) from public, anon, authenticated;
+revoke all on function public.adapt_settle_run(uuid, uuid, integer, integer, boolean, jsonb) from public, anon, authenticated;
 revoke all on function public.adapt_save(uuid, text, text, uuid, text, text, jsonb, boolean, timestamptz) from public, anon, authenticated;
 revoke all on function public.adapt_context(uuid, uuid) from public, anon, authenticated;
 revoke all on function public.adapt_save_platform(uuid, uuid, text, jsonb) from public, anon, authenticated;
@@ -388,7 +397,7 @@ revoke all on function public.adapt_get(uuid, uuid) from public, anon, authentic
 
 grant execute on function public.adapt_prepare(uuid, uuid) to service_role;
 grant execute on function public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz) to service_role;
-grant execute on function public.adapt_settle_run(uuid, uuid, integer, integer, boolean) to service_role;
+grant execute on function public.adapt_settle_run(uuid, uuid, integer, integer, boolean, jsonb) to service_role;
 grant execute on function public.adapt_save(uuid, text, text, uuid, text, text, jsonb, boolean, timestamptz) to service_role;
 grant execute on function public.adapt_context(uuid, uuid) to service_role;
 grant execute on function public.adapt_save_platform(uuid, uuid, text, jsonb) to service_role;

@@ -6,7 +6,7 @@ begin;
 set local client_min_messages = warning;
 create extension if not exists pgtap;
 
-select plan(38);
+select plan(40);
 
 insert into auth.users (id, email) values
   ('00000000-0000-4000-8000-0000000013a1', 'adapt-owner@example.test'),
@@ -74,6 +74,11 @@ select is(public.adapt_settle_run((select id from runs where user_id = '00000000
   '00000000-0000-4000-8000-0000000013a1', 0, 0, false)->>'settled', 'true', 'an unanswered call is released');
 select is((select count(*)::int from public.ai_text_runs where user_id = '00000000-0000-4000-8000-0000000013a1'), 2,
   'its reservation is gone');
+select is(public.adapt_settle_run((select id from runs where user_id = '00000000-0000-4000-8000-0000000013a2'),
+  '00000000-0000-4000-8000-0000000013a2', 7, 8, true,
+  '{"provider": "venice", "method": "POST", "path": "/api/v1/chat/completions", "status_code": 200, "duration_ms": 12,
+    "user_id": "00000000-0000-4000-8000-0000000013a2", "model": "m", "error": null}')->>'kept', 'true',
+  'settling with the provider call also writes its api_logs row');
 
 -- adapt_save and the idea_hash dedupe --------------------------------------------------------
 select is(public.adapt_save('00000000-0000-4000-8000-0000000013a1', 'idea', repeat('a', 64), '00000000-0000-4000-8000-00000013f003',
@@ -84,11 +89,11 @@ select is(public.adapt_save('00000000-0000-4000-8000-0000000013a1', 'idea', repe
   'casual', 'founders', '{"x": {"text": "two", "thread": []}}', false)->'adaptation'->'adaptations'->'x'->>'text',
   'one', 'a twin stored meanwhile wins (not paid for twice)');
 select is(public.adapt_save('00000000-0000-4000-8000-0000000013a1', 'idea', repeat('a', 64), null,
-  null, null, '{"x": {"text": "three", "thread": []}}', true)->>'deduplicated', 'false', 'force stores another');
+  null, null, '{"x": {"text": "three", "thread": []}}', true, now() + interval '1 minute')->>'deduplicated', 'false', 'force stores another');
 select ok((select last_used_at is not null from public.voice_profiles where id = '00000000-0000-4000-8000-00000013f001'),
   'the profile used is marked used');
 select is(public.adapt_reserve_run('00000000-0000-4000-8000-0000000013a1', 'venice', 'm', 'h', 100, repeat('a', 64))->'existing'->'adaptations'->'x'->>'text',
-  'one', 'the reservation answers the stored twin instead of a run');
+  'three', 'the reservation answers the newest stored twin instead of a run');
 select is(public.adapt_reserve_run('00000000-0000-4000-8000-0000000013a2', 'venice', 'm', 'h', 100, repeat('a', 64))->'existing',
   null, 'another user''s identical idea is not theirs to reuse');
 
@@ -110,6 +115,8 @@ select throws_ok(format($$select public.adapt_save_platform(%L, '00000000-0000-4
   '22023', null, 'an unknown platform is refused');
 
 -- Who may call ----------------------------------------------------------------------------
+select is((select count(*)::int from public.api_logs where user_id = '00000000-0000-4000-8000-0000000013a2' and path = '/api/v1/chat/completions' and status_code = 200), 1,
+  'one api_logs row for the call');
 select ok(not has_function_privilege('authenticated', 'public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz)', 'execute')
           and not has_function_privilege('anon', 'public.adapt_save(uuid, text, text, uuid, text, text, jsonb, boolean, timestamptz)', 'execute'),
   'clients cannot call adapt''s functions with someone else''s user id');

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::db::Database;
-use shared::provider_log;
 use spin_sdk::http::Response;
 use spin_sdk::pg4::ParameterValue;
 use uuid::Uuid;
@@ -327,7 +326,8 @@ enum Called {
     Answered(String),
 }
 
-/// One model call: reserve (or find the stored twin), call, log, settle.
+/// One model call: reserve (or find the stored twin), call, then settle
+/// and log it in one statement.
 fn call(
     db: &Database,
     config: &Config,
@@ -362,7 +362,6 @@ fn call(
     let waited = Instant::now();
     let (result, logged) = model::complete(config, messages, platforms, user);
     spent.set(spent.get() + waited.elapsed());
-    provider_log::record(db, &logged)?;
     let answered = logged.status_code.is_some_and(|s| (200..300).contains(&s));
     let (input, output) = result
         .as_ref()
@@ -376,6 +375,8 @@ fn call(
             ParameterValue::Int32(input),
             ParameterValue::Int32(output),
             ParameterValue::Boolean(answered),
+            // The api_logs row, in the same round trip (no key, no prompt).
+            ParameterValue::Jsonb(logged.to_json().to_string().into_bytes()),
         ],
     )?;
     let completion = result?;

@@ -18,11 +18,13 @@ pub const ADAPT_RESERVE_RUN: SqlCall = SqlCall {
     sql: "select public.adapt_reserve_run($1::uuid, $2::text, $3::text, $4::text, $5::int, $6::text)",
 };
 
-/// Settles a reserved run: `$1` run, `$2` user, `$3` input tokens, `$4`
-/// output tokens, `$5` whether the provider answered (else it is released).
+/// Settles a reserved run and logs its provider call: `$1` run, `$2` user,
+/// `$3` input tokens, `$4` output tokens, `$5` whether the provider answered
+/// (else the run is released), `$6` the call's `api_logs` record
+/// (`shared::provider_log::ProviderCall::to_json`).
 pub const ADAPT_SETTLE_RUN: SqlCall = SqlCall {
     name: "adapt_settle_run",
-    sql: "select public.adapt_settle_run($1::uuid, $2::uuid, $3::int, $4::int, $5::bool)",
+    sql: "select public.adapt_settle_run($1::uuid, $2::uuid, $3::int, $4::int, $5::bool, $6::jsonb)",
 };
 
 /// Stores a new adaptation: `$1` user, `$2` idea, `$3` idea hash, `$4`

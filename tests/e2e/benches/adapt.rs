@@ -10,8 +10,10 @@
 //! it waited for the model, which it reports in `Server-Timing:
 //! model;dur=<ms>`; the p50 and p99 of that difference are printed at 32
 //! connections and at 1 (no queueing), beside the direct completion's.
-//! Each adaptation costs five SQL calls (prepare, reserve the run, log the
-//! provider call, settle the run, save) and one model call.
+//! Each adaptation costs four SQL calls (prepare, reserve the run, settle
+//! the run with its api_logs row, save) and one model call; the floor of
+//! any request (instantiate, check the token, one SQL call) is measured as
+//! `GET /adapt/{id}`.
 //!
 //! Run: `cargo build --target wasm32-wasip2 --release -p adapt && cargo
 //! bench -p outpost-e2e --bench adapt`. `OUTPOST_BENCH_SECS` sets the
@@ -39,7 +41,8 @@ use uuid::Uuid;
 const JWT_SECRET: &str = "adapt-bench-jwt-secret-with-at-least-32-characters";
 const API_KEY: &str = "sk-adapt-bench";
 
-/// What one load target sends: a path, headers and a body per request.
+/// What one load target sends: a path (`GET <path>` for a GET, else a
+/// POST), headers and a body per request.
 type MakeRequest = dyn Fn(usize, usize) -> (String, Vec<(String, String)>, Bytes) + Send + Sync;
 
 /// Latencies plus, per request, latency minus the `Server-Timing` model
@@ -95,7 +98,13 @@ async fn drive(
             while Instant::now() < deadline {
                 let (path, headers, body) = make(c, i);
                 i += 1;
-                let mut req = hyper::Request::post(path.as_str())
+                let (method, path) = match path.strip_prefix("GET ") {
+                    Some(path) => (http::Method::GET, path.to_string()),
+                    None => (http::Method::POST, path),
+                };
+                let mut req = hyper::Request::builder()
+                    .method(method)
+                    .uri(path.as_str())
                     .header("host", addr.to_string())
                     .header("content-type", "application/json");
                 for (name, value) in &headers {
@@ -191,8 +200,10 @@ async fn run() -> anyhow::Result<()> {
     // One user per connection (the daily limit's lock is per user), each
     // with a default voice profile.
     let mut tokens = Vec::new();
+    let mut users = Vec::new();
     for _ in 0..CONNECTIONS {
         let user = Uuid::new_v4();
+        users.push(user);
         sql.execute(
             "insert into auth.users (id, email) values ($1, $2)",
             &[&user, &format!("{user}@bench.test")],
@@ -215,6 +226,7 @@ async fn run() -> anyhow::Result<()> {
         tokens.push(token(user));
     }
     let tokens = Arc::new(tokens);
+    let tokens_for_get = tokens.clone();
     // A fresh idea every request (a repeat would be a dedupe hit, no model call).
     let run_tag = Uuid::new_v4().simple().to_string();
     let next_idea = Arc::new(AtomicU64::new(0));
@@ -280,6 +292,24 @@ async fn run() -> anyhow::Result<()> {
     );
     let direct = drive(model_addr, CONNECTIONS, duration, direct_request.clone()).await?;
     let adapt = drive(adapt_addr, CONNECTIONS, duration, adapt_request.clone()).await?;
+    // The floor of any request to the component: instantiate, check the
+    // token, open the database, one SQL call.
+    let stored_id: Uuid = sql
+        .query_one(
+            "select id from public.content_adaptations where user_id = $1 limit 1",
+            &[&users[0]],
+        )
+        .await?
+        .get(0);
+    let first_user_token = tokens_for_get[0].clone();
+    let read_request: Arc<MakeRequest> = Arc::new(move |_, _| {
+        (
+            format!("GET /adapt/{stored_id}"),
+            vec![("authorization".into(), format!("Bearer {first_user_token}"))],
+            Bytes::new(),
+        )
+    });
+    let read_1 = drive(adapt_addr, 1, duration, read_request).await?;
     let direct_1 = drive(model_addr, 1, duration, direct_request).await?;
     let adapt_1 = drive(adapt_addr, 1, duration, adapt_request).await?;
     row(
@@ -294,6 +324,11 @@ async fn run() -> anyhow::Result<()> {
     );
     row("direct completions, 1 connection", &direct_1, None);
     row("adapt POST /adapt, 1 connection", &adapt_1, Some(&direct_1));
+    row(
+        "adapt GET /adapt/{id} (one SQL call), 1 conn.",
+        &read_1,
+        None,
+    );
     for (label, m, d) in [
         (format!("{CONNECTIONS} connections"), &adapt, &direct),
         ("1 connection".to_string(), &adapt_1, &direct_1),
