@@ -2,3 +2,4 @@
 //! `benches/`; this library holds what the benchmarks share.
 
 pub mod bench;
+pub mod native_baseline;

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
+use outpost_test_kit::{TestApp, TestDb, probe_manifest, product_manifest, require_wasm};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
@@ -152,5 +153,126 @@ async fn an_oversize_webhook_sent_without_expect_gets_its_413_not_a_reset() {
             Err(e) => panic!("sender {i} saw {e} instead of the 413 (all: {outcomes:?})"),
         }
     }
+    app.stop().await;
+}
+
+// ------------------------------------------------- session state isolation
+
+/// One probe call: `execute` or `query` of `sql` on the probe's database.
+async fn probe(app: &TestApp, route: &str, sql: &str) -> Value {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/probe/{route}", app.url()))
+        .query(&[("sql", sql)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Everything of a session a statement can observe and a previous request
+/// could have changed, as one text, with the backend's pid first so the
+/// test knows the same pooled connection served both requests.
+const SESSION_STATE: &str = "select concat_ws('|', pg_backend_pid(), \
+     current_setting('application_name'), current_setting('work_mem'), \
+     current_setting('search_path'), current_user = session_user, \
+     to_regclass('pg_temp.leak_t') is null, \
+     (select count(*) from pg_prepared_statements where from_sql), \
+     (select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()), \
+     now() = statement_timestamp(), \
+     (select count(*) from pg_listening_channels()), \
+     (select count(*) from pg_cursors), \
+     current_setting('transaction_isolation')) as state";
+
+async fn session_state(app: &TestApp) -> String {
+    let answer = probe(app, "pg-query", SESSION_STATE).await;
+    answer["rows"][0][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no state: {answer}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_state_leaks_into_the_next_request_on_a_pooled_connection() {
+    let db = TestDb::new().await.unwrap();
+    require_wasm("probe").unwrap();
+    let app = TestApp::builder(probe_manifest())
+        .database(&db)
+        .strict_single_jsonb(false)
+        .start()
+        .await
+        .unwrap();
+    // Requests one after another share one pooled connection.
+    let clean = session_state(&app).await;
+    assert_eq!(session_state(&app).await, clean, "the same state twice");
+    let (pid, _) = clean.split_once('|').unwrap();
+    let pid = pid.to_string();
+
+    // Each is one request (the probe sends one statement per request) that
+    // leaves something behind in its session.
+    let dirty: &[(&str, &str)] = &[
+        ("pg-execute", "set application_name = 'leaked'"),
+        ("pg-query", "select set_config('work_mem', '77kB', false)"),
+        ("pg-execute", "set search_path = pg_catalog"),
+        ("pg-execute", "set role pg_monitor"),
+        ("pg-execute", "set session authorization pg_monitor"),
+        ("pg-execute", "create temp table leak_t (x int)"),
+        ("pg-execute", "prepare leak_p as select 1"),
+        (
+            "pg-execute",
+            "do $$ begin execute 'prepare leak_q as select 2'; end $$",
+        ),
+        ("pg-query", "select pg_advisory_lock(4242)"),
+        ("pg-execute", "listen leak_channel"),
+        ("pg-execute", "begin"),
+        ("pg-execute", "begin isolation level serializable"),
+        ("pg-execute", "declare leak_c cursor with hold for select 1"),
+        (
+            "pg-execute",
+            "set default_transaction_isolation = 'serializable'",
+        ),
+        // A statement of the host's cache dropped under it.
+        ("pg-execute", "deallocate all"),
+        ("pg-execute", "discard all"),
+    ];
+    for (route, sql) in dirty {
+        let answer = probe(&app, route, sql).await;
+        assert!(
+            answer.get("error").is_none(),
+            "{sql} should have run: {answer}"
+        );
+        let after = session_state(&app).await;
+        assert!(
+            after.starts_with(&format!("{pid}|")),
+            "{sql}: the check ran on another connection ({after}), so it proves nothing"
+        );
+        assert_eq!(
+            after, clean,
+            "state left by {sql:?} leaked into the next request"
+        );
+    }
+
+    // A transaction left failed: the next request still works.
+    probe(&app, "pg-execute", "begin").await;
+    let failed = probe(&app, "pg-query", "select 1 / 0").await;
+    assert!(failed.get("error").is_some(), "{failed}");
+    assert_eq!(session_state(&app).await, clean);
+
+    // Cached statements keep answering after their tables change.
+    probe(&app, "pg-execute", "create table cached_t (a int)").await;
+    probe(&app, "pg-execute", "insert into cached_t values (1)").await;
+    let first = probe(&app, "pg-query", "select * from cached_t").await;
+    assert_eq!(first["rows"][0][0], "Int32(1)", "{first}");
+    probe(
+        &app,
+        "pg-execute",
+        "alter table cached_t add column b text default 'x'",
+    )
+    .await;
+    let second = probe(&app, "pg-query", "select * from cached_t").await;
+    assert_eq!(second["rows"][0][1], "Str(\"x\")", "{second}");
     app.stop().await;
 }

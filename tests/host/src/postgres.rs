@@ -45,6 +45,96 @@ pub const ZERO_ROW_MESSAGE: &str = "outpost-host: this query returned zero rows.
 /// The note appended to the (Spin-shaped) timestamptz decode failure.
 pub const TIMESTAMPTZ_NOTE: &str = "outpost-host: Spin 4.0.x reports timestamptz columns as `datetime` but decodes them as chrono NaiveDateTime, which tokio-postgres refuses for timestamptz, so every row with a timestamptz column fails on real Spin. Cast in SQL instead: `col AT TIME ZONE 'UTC'`, `extract(epoch from col)::int8`, or return jsonb";
 
+/// Most statements kept prepared per pooled connection; past this the
+/// connection's cache is emptied and starts again.
+const STATEMENT_CACHE_MAX: usize = 256;
+
+/// Sent on every checkout before the component's first statement: what
+/// Spin's pool sends (deadpool's `RecyclingMethod::Clean`), preceded by a
+/// `ROLLBACK` (a transaction left open or failed by the previous request
+/// ends; Spin's reset runs inside it), and followed by a count of the
+/// prepared statements made with SQL `PREPARE` (the host's own statement
+/// cache uses protocol-level statements, which this leaves alone).
+const CHECKOUT_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; \
+     SELECT count(*) FROM pg_prepared_statements WHERE from_sql";
+
+/// Drops the statements a previous request made with SQL `PREPARE` (run
+/// only when the reset counted some).
+const DEALLOCATE_SQL_PREPARED: &str = "DO $$DECLARE n text; BEGIN \
+     FOR n IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+     EXECUTE format('DEALLOCATE %I', n); END LOOP; END$$";
+
+/// Returns a pooled connection to the state a fresh session has, as far as
+/// any statement can see: no transaction, cursor, setting, role, LISTEN,
+/// advisory lock, temp table, sequence state or SQL-prepared statement of
+/// the previous request is left (the test `host_speed` checks each).
+async fn reset_session(client: &deadpool_postgres::Object) -> Result<(), tokio_postgres::Error> {
+    let messages = client.simple_query(CHECKOUT_RESET).await?;
+    let prepared = messages
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .unwrap_or("0");
+    if prepared != "0" {
+        client.batch_execute(DEALLOCATE_SQL_PREPARED).await?;
+    }
+    if client.statement_cache.size() > STATEMENT_CACHE_MAX {
+        client.statement_cache.clear();
+    }
+    Ok(())
+}
+
+/// Whether an error means the cached statement is gone or stale (a
+/// component ran `DEALLOCATE ALL` or `DISCARD ALL`, or the schema under it
+/// changed its result type): the host then prepares it again once.
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::INVALID_SQL_STATEMENT_NAME || *c == SqlState::FEATURE_NOT_SUPPORTED
+    })
+}
+
+/// Runs `statement` through the connection's statement cache: prepared
+/// once per pooled connection (keyed by its text), then only bound and
+/// executed. Spin prepares an unnamed statement on every call; the
+/// parameter types, results and errors a component sees are the same.
+async fn cached_query(
+    client: &deadpool_postgres::Object,
+    statement: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let prepared = client.prepare_cached(statement).await?;
+    match client.query(&prepared, params).await {
+        Err(e) if stale_statement(&e) => {
+            client.statement_cache.clear();
+            let prepared = client.prepare_cached(statement).await?;
+            client.query(&prepared, params).await
+        }
+        other => other,
+    }
+}
+
+/// [`cached_query`] for `execute`.
+async fn cached_execute(
+    client: &deadpool_postgres::Object,
+    statement: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let prepared = client.prepare_cached(statement).await?;
+    match client.execute(&prepared, params).await {
+        Err(e) if stale_statement(&e) => {
+            client.statement_cache.clear();
+            let prepared = client.prepare_cached(statement).await?;
+            client.execute(&prepared, params).await
+        }
+        other => other,
+    }
+}
+
 /// The resource behind `spin:postgres/postgres.connection`.
 pub struct PgConnection {
     client: deadpool_postgres::Object,
@@ -79,8 +169,11 @@ impl PgPools {
         {
             pools.remove(&evict);
         }
+        // The pool only checks that a connection is open; the session is
+        // reset by `reset_session` on checkout, as Spin's Clean does, plus
+        // what Clean misses.
         let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Clean,
+            recycling_method: RecyclingMethod::Fast,
         };
         // As Spin: plain TCP only when the URL says so; otherwise TLS
         // (tokio-postgres's `prefer` falls back to plain TCP only when the
@@ -137,6 +230,12 @@ impl pg::HostConnection for HostState {
                 return Ok(Err(Error::ConnectionFailed(format!("{e:?}"))));
             }
         };
+        if let Err(e) = reset_session(&client).await {
+            // A connection that cannot be reset is not handed out again.
+            let _ = deadpool_postgres::Object::take(client);
+            let e = anyhow::Error::new(e);
+            return Ok(Err(Error::ConnectionFailed(format!("{e:?}"))));
+        }
         self.pg_open += 1;
         Ok(Ok(self.table.push(PgConnection { client })?))
     }
@@ -157,7 +256,7 @@ impl pg::HostConnection for HostState {
             .collect();
         let strict = self.strict_single_jsonb;
         let client = &self.table.get(&conn)?.client;
-        let rows = match client.query(statement.as_str(), &refs).await {
+        let rows = match cached_query(client, &statement, &refs).await {
             Ok(rows) => rows,
             Err(e) => return Ok(Err(query_failed(&e))),
         };
@@ -179,7 +278,7 @@ impl pg::HostConnection for HostState {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
         let client = &self.table.get(&conn)?.client;
-        match client.execute(statement.as_str(), &refs).await {
+        match cached_execute(client, &statement, &refs).await {
             Ok(n) => Ok(Ok(n)),
             Err(e) => Ok(Err(query_failed(&e))),
         }
