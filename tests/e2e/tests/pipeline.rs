@@ -700,6 +700,21 @@ async fn artifacts_are_stored_only_with_the_right_checksum() {
         .as_user(user, "GET", &format!("/pipeline/runs/{run}"), None)
         .await;
     assert_eq!(shown["artifacts"].as_array().unwrap().len(), 3);
+    // Each with a short-lived presigned link the store honours.
+    let listed = shown["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["object_key"] == key.as_str())
+        .unwrap();
+    let link = listed["download_url"].as_str().unwrap();
+    assert!(
+        link.contains("X-Amz-Signature=") && !link.contains(w.s3.secret_key()),
+        "{link}"
+    );
+    let fetched = w.http.get(link).send().await.unwrap();
+    assert_eq!(fetched.status().as_u16(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), small.as_slice());
     w.as_user(user, "POST", &format!("/pipeline/runs/{run}/cancel"), None)
         .await;
     let late = file(100, 7);
