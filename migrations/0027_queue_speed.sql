@@ -12,6 +12,9 @@
 --   one INSERT ... SELECT. Expired leases are released first, and only when
 --   there is one (an index probe). 0017 ran the generic dynamic claim, then
 --   a plpgsql loop calling charge_queue_item() and queue_fail() per row.
+-- * claim_next_scheduled_posts(): 0017's screen (queue_item_refusal per
+--   row, then queue_fail per refused post) folded into 0014's one-statement
+--   claim as a column of the set; one UPDATE leases or dead-letters.
 -- * complete_ai_job(): one static statement (fenced update + `success`
 --   event), instead of queue_lock_leased() (dynamic SELECT ... FOR UPDATE
 --   to jsonb) followed by a dynamic UPDATE and a queue_event() call.
@@ -201,6 +204,133 @@ $claim$;
 
 comment on function public.claim_next_ai_jobs(text, integer, integer, timestamptz) is
   'Claim up to p_max_items due AI jobs with a lease (jsonb array of rows with lease_token); charges each job''s credits at its first dispatch and dead-letters the unaffordable ones, in one statement.';
+
+-- claim_next_scheduled_posts: 0017's screen folded into the claim -----------------------
+
+-- Same answer as 0017's (0014's claim, then queue_screen_claimed), in one
+-- statement: each locked post's refusal (0017's queue_item_refusal rules
+-- for scheduled posts, in the same order: another user's account, an
+-- unverified non-Bluesky account, another user's draft, adaptation or AI
+-- image) is computed as a column of the set, and the one UPDATE leases the
+-- good posts and dead-letters the refused ones (`failure` event with the
+-- reason; 0017 wrote `claimed` then `failure`).
+do $claim_posts$
+declare
+  v_statement constant text := $stmt$
+    with locked as (
+      select q.id, q.user_id, q.account_id, q.account_did, q.draft_id, q.adaptation_id, q.media
+        from public.scheduled_posts q
+       where q.status = 'queued'
+         and q.run_at <= p_now
+       order by q.run_at, q.id
+       limit @LIMIT@
+       for update of q skip locked
+    ), screened as (
+      select l.id,
+             case
+               when a.id is not null and a.user_id is distinct from l.user_id
+                 then 'refused: the account belongs to another user'
+               when a.id is not null and a.verified_at is null and a.platform <> 'bluesky'
+                 then format('refused: the %s account %s is not verified (connect it again through Outpost)',
+                             a.platform, a.username)
+               when exists (select 1 from public.drafts d
+                             where d.id = l.draft_id and d.user_id is distinct from l.user_id)
+                 then 'refused: the draft belongs to another user'
+               when exists (select 1 from public.content_adaptations c
+                             where c.id = l.adaptation_id and c.user_id is distinct from l.user_id)
+                 then 'refused: the adaptation belongs to another user'
+               when exists (select 1
+                              from jsonb_array_elements(case when jsonb_typeof(l.media) = 'array'
+                                                             then l.media else '[]'::jsonb end) m(item)
+                              join public.ai_assets x
+                                on x.id = case when (m.item ->> 'ai_asset_id') ~* '^[0-9a-f-]{36}$'
+                                               then (m.item ->> 'ai_asset_id')::uuid end
+                             where x.user_id is distinct from l.user_id)
+                 then 'refused: an image belongs to another user'
+             end as refusal
+        from locked l
+        left join public.connected_accounts a
+          on a.id = coalesce(l.account_id, (
+               select ca.id from public.connected_accounts ca
+                where ca.user_id = l.user_id
+                  and ca.account_did = l.account_did
+                  and ca.platform = 'bluesky'
+                order by ca.is_active desc, ca.updated_at desc, ca.id
+                limit 1))
+    ), claimed as (
+      update public.scheduled_posts t
+         set status = case when s.refusal is null then 'posting' else 'failed' end,
+             attempt_count = t.attempt_count + 1,
+             locked_at = case when s.refusal is null then p_now end,
+             locked_by = case when s.refusal is null then p_worker_id end,
+             lease_expires_at = case when s.refusal is null
+                                     then p_now + make_interval(secs => p_lease_seconds) end,
+             lease_token = nextval('public.queue_lease_token_seq'),
+             updated_at = now(),
+             dead_lettered_at = case when s.refusal is null then t.dead_lettered_at else p_now end,
+             last_error = coalesce(s.refusal, t.last_error)
+        from screened s
+       where t.id = s.id
+      returning t as post, s.refusal
+    ), events as (
+      insert into public.post_events (scheduled_post_id, type, detail, created_at)
+      select (c.post).id,
+             case when c.refusal is null then 'claimed' else 'failure' end,
+             case when c.refusal is null
+                  then jsonb_build_object('attempt', (c.post).attempt_count,
+                                          'lease_expires_at', (c.post).lease_expires_at,
+                                          'lease_token', (c.post).lease_token, 'worker_id', p_worker_id)
+                  else jsonb_build_object('error', c.refusal, 'attempt', (c.post).attempt_count,
+                                          'max_attempts', (c.post).max_attempts, 'permanent', true,
+                                          'dead_lettered', true, 'lease_token', (c.post).lease_token,
+                                          'worker_id', p_worker_id)
+             end,
+             p_now
+        from claimed c
+    )
+    select coalesce(jsonb_agg(to_jsonb(c.post) order by (c.post).run_at, (c.post).id)
+                      filter (where c.refusal is null), '[]'::jsonb)
+      into v_items
+      from claimed c
+  $stmt$;
+begin
+  execute format($fn$
+    create or replace function public.claim_next_scheduled_posts(
+      p_worker_id text, p_lease_seconds integer, p_max_items integer, p_now timestamptz default now())
+    returns jsonb
+    language plpgsql volatile
+    set search_path = ''
+    as $body$
+    declare
+      v_items jsonb;
+    begin
+      if p_worker_id is null or length(p_worker_id) = 0 then
+        raise exception 'claim: p_worker_id is required' using errcode = '22023';
+      end if;
+      if p_lease_seconds is null or p_lease_seconds < 1 then
+        raise exception 'claim: p_lease_seconds must be at least 1' using errcode = '22023';
+      end if;
+      if p_max_items is null or p_max_items < 1 or p_max_items > 1000 then
+        raise exception 'claim: p_max_items must be between 1 and 1000' using errcode = '22023';
+      end if;
+      if exists (select 1 from public.scheduled_posts e
+                  where e.status = 'posting' and e.lease_expires_at <= p_now) then
+        perform public.queue_release_expired('scheduled_posts', p_now);
+      end if;
+      if p_max_items = 1 then
+        %1$s;
+      else
+        %2$s;
+      end if;
+      return v_items;
+    end
+    $body$
+  $fn$, replace(v_statement, '@LIMIT@', '1'), replace(v_statement, '@LIMIT@', 'p_max_items'));
+end
+$claim_posts$;
+
+comment on function public.claim_next_scheduled_posts(text, integer, integer, timestamptz) is
+  'Claim up to p_max_items due scheduled posts with a lease; posts the service must not publish (0017''s rules) are dead-lettered with the reason, in the same statement.';
 
 -- complete_ai_job / complete_ai_jobs --------------------------------------------------------
 
@@ -447,11 +577,13 @@ $$;
 -- Grants: the service role only ---------------------------------------------------------------
 
 revoke all on function public.claim_next_ai_jobs(text, integer, integer, timestamptz) from public, anon, authenticated;
+revoke all on function public.claim_next_scheduled_posts(text, integer, integer, timestamptz) from public, anon, authenticated;
 revoke all on function public.complete_ai_job(uuid, bigint, jsonb, timestamptz) from public, anon, authenticated;
 revoke all on function public.complete_ai_jobs(jsonb, timestamptz) from public, anon, authenticated;
 revoke all on function public.complete_scheduled_post(uuid, bigint, jsonb, timestamptz) from public, anon, authenticated;
 revoke all on function public.complete_scheduled_post_publish(uuid, bigint, jsonb, timestamptz) from public, anon, authenticated;
 grant execute on function public.claim_next_ai_jobs(text, integer, integer, timestamptz) to service_role;
+grant execute on function public.claim_next_scheduled_posts(text, integer, integer, timestamptz) to service_role;
 grant execute on function public.complete_ai_job(uuid, bigint, jsonb, timestamptz) to service_role;
 grant execute on function public.complete_ai_jobs(jsonb, timestamptz) to service_role;
 grant execute on function public.complete_scheduled_post(uuid, bigint, jsonb, timestamptz) to service_role;

@@ -29,7 +29,7 @@ language sql immutable as $$
     from jsonb_array_elements(p_claim) e
 $$;
 
-select plan(45);
+select plan(51);
 
 -- Users: A has 2 credits, B has 10.
 insert into auth.users (id, email) values
@@ -188,6 +188,64 @@ select throws_ok($$update public.users set credits = 1000 where id = '00000000-0
   'a user still cannot give themselves credits (the guard fires for API roles)');
 reset role;
 select set_config('request.jwt.claims', '', true);
+
+-- claim_next_scheduled_posts: the tenancy screen as part of the claim -----------------------------
+insert into public.connected_accounts (id, user_id, platform, platform_user_id, username, access_token, account_did) values
+  ('00000000-0000-4000-8000-0000000015c1', '00000000-0000-4000-8000-0000000015a1', 'x', 'qs-x-a', 'qs_a', 'sealed', null),
+  ('00000000-0000-4000-8000-0000000015c2', '00000000-0000-4000-8000-0000000015a2', 'x', 'qs-x-b', 'qs_b', 'sealed', null),
+  ('00000000-0000-4000-8000-0000000015c3', '00000000-0000-4000-8000-0000000015a2', 'x', 'qs-x-b2', 'qs_unproven', 'sealed', null),
+  ('00000000-0000-4000-8000-0000000015c4', '00000000-0000-4000-8000-0000000015a2', 'bluesky', 'did:plc:qsb', 'qs_sky', null, 'did:plc:qsb');
+update public.connected_accounts set verified_at = pg_temp.t('-1 day')
+ where id in ('00000000-0000-4000-8000-0000000015c1', '00000000-0000-4000-8000-0000000015c2');
+insert into public.drafts (id, user_id, text) values
+  ('00000000-0000-4000-8000-0000000015d1', '00000000-0000-4000-8000-0000000015a1', 'a''s draft');
+insert into public.content_adaptations (id, user_id, original_idea) values
+  ('00000000-0000-4000-8000-0000000015e1', '00000000-0000-4000-8000-0000000015a1', 'a''s idea');
+insert into public.ai_jobs (id, user_id, prompt, status) values
+  ('00000000-0000-4000-8000-0000000150f1', '00000000-0000-4000-8000-0000000015a1', 'a''s picture', 'succeeded');
+insert into public.ai_assets (id, job_id, user_id, bucket, path, mime) values
+  ('00000000-0000-4000-8000-0000000015f1', '00000000-0000-4000-8000-0000000150f1', '00000000-0000-4000-8000-0000000015a1',
+   'generations', '00000000-0000-4000-8000-0000000015a1/a.png', 'image/png');
+-- all of user B, each naming something the service must not use, but the last two
+insert into public.scheduled_posts (id, user_id, account_id, account_did, draft_id, adaptation_id, media, platform, content, run_at) values
+  ('00000000-0000-4000-8000-000000015201', '00000000-0000-4000-8000-0000000015a2', '00000000-0000-4000-8000-0000000015c1',
+   null, null, null, '[]', 'x', 'on a''s account', pg_temp.t('5 hours 10 minutes')),
+  ('00000000-0000-4000-8000-000000015202', '00000000-0000-4000-8000-0000000015a2', '00000000-0000-4000-8000-0000000015c3',
+   null, null, null, '[]', 'x', 'unverified', pg_temp.t('5 hours 11 minutes')),
+  ('00000000-0000-4000-8000-000000015203', '00000000-0000-4000-8000-0000000015a2', '00000000-0000-4000-8000-0000000015c2',
+   null, '00000000-0000-4000-8000-0000000015d1', null, '[]', 'x', 'a''s draft', pg_temp.t('5 hours 12 minutes')),
+  ('00000000-0000-4000-8000-000000015204', '00000000-0000-4000-8000-0000000015a2', '00000000-0000-4000-8000-0000000015c2',
+   null, null, '00000000-0000-4000-8000-0000000015e1', '[]', 'x', 'a''s idea', pg_temp.t('5 hours 13 minutes')),
+  ('00000000-0000-4000-8000-000000015205', '00000000-0000-4000-8000-0000000015a2', '00000000-0000-4000-8000-0000000015c2',
+   null, null, null, '[{"ai_asset_id": "00000000-0000-4000-8000-0000000015f1"}]', 'x', 'a''s image', pg_temp.t('5 hours 14 minutes')),
+  ('00000000-0000-4000-8000-000000015206', '00000000-0000-4000-8000-0000000015a2', null,
+   'did:plc:qsb', null, null, '[]', 'bluesky', 'by DID, unverified Bluesky is fine', pg_temp.t('5 hours 15 minutes')),
+  ('00000000-0000-4000-8000-000000015207', '00000000-0000-4000-8000-0000000015a2', '00000000-0000-4000-8000-0000000015c2',
+   null, null, null, '[]', 'x', 'fine', pg_temp.t('5 hours 16 minutes'));
+select pg_temp.put('s1', public.claim_next_scheduled_posts('qs-screen', 86400, 10, pg_temp.t('5 hours 30 minutes')));
+select is(pg_temp.ids(pg_temp.g('s1')),
+  array['00000000-0000-4000-8000-000000015206', '00000000-0000-4000-8000-000000015207']::uuid[],
+  'claim_next_scheduled_posts answers only the posts the service may publish');
+select results_eq($$select status || ' / ' || last_error from public.scheduled_posts
+                     where id::text like '00000000-0000-4000-8000-00000001520%' and status = 'failed' order by id$$,
+  $$values ('failed / refused: the account belongs to another user'),
+           ('failed / refused: the x account qs_unproven is not verified (connect it again through Outpost)'),
+           ('failed / refused: the draft belongs to another user'),
+           ('failed / refused: the adaptation belongs to another user'),
+           ('failed / refused: an image belongs to another user')$$,
+  'each refused post is dead-lettered with 0017''s reason');
+select ok((select bool_and(dead_lettered_at = pg_temp.t('5 hours 30 minutes') and locked_by is null and lease_expires_at is null)
+             from public.scheduled_posts where id::text like '00000000-0000-4000-8000-00000001520%' and status = 'failed'),
+  'refused posts carry dead_lettered_at and no lease');
+select results_eq($$select e.type, count(*)::int from public.post_events e
+                     where e.scheduled_post_id::text like '00000000-0000-4000-8000-00000001520%' group by e.type order by e.type$$,
+  $$values ('claimed'::text, 2), ('failure'::text, 5)$$, 'one event per transition: claimed or failure');
+select is((select detail ->> 'error' from public.post_events
+            where scheduled_post_id = '00000000-0000-4000-8000-000000015205' and type = 'failure'),
+  'refused: an image belongs to another user', 'the failure event carries the reason');
+select results_eq($$select status, locked_by from public.scheduled_posts
+                     where id in ('00000000-0000-4000-8000-000000015206', '00000000-0000-4000-8000-000000015207') order by id$$,
+  $$values ('posting'::text, 'qs-screen'::text), ('posting'::text, 'qs-screen'::text)$$, 'the good posts are leased');
 
 -- Scheduled posts: complete and complete_scheduled_post_publish --------------------------------------
 insert into public.scheduled_posts (id, user_id, content, run_at) values
