@@ -656,3 +656,48 @@ async fn the_cron_trigger_runs_the_same_work() {
     assert_eq!(assets.len(), 1);
     assert_eq!(w.stored(&assets[0].1).unwrap(), w.venice.served()[0][0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_make_each_image_once_and_never_overdraw_credits() {
+    let w = world().await;
+    let user = w.user(3).await;
+    let mut jobs = Vec::new();
+    for n in 0..6 {
+        jobs.push(
+            w.job(
+                user,
+                &format!("tile number {n}"),
+                json!({"width": 8, "height": 8, "format": "png"}),
+            )
+            .await,
+        );
+    }
+    let (a, b, c, d) = tokio::join!(
+        w.run(json!({})),
+        w.run(json!({})),
+        w.run(json!({})),
+        w.run(json!({}))
+    );
+    let reports = [a, b, c, d];
+    let claimed: i64 = reports.iter().map(|r| r["claimed"].as_i64().unwrap()).sum();
+    assert_eq!(
+        claimed, 3,
+        "three paid jobs claimed once in all: {reports:?}"
+    );
+
+    let mut statuses = Vec::new();
+    for job in &jobs {
+        statuses.push(w.state(*job).await);
+    }
+    let succeeded = statuses.iter().filter(|s| s.0 == "succeeded").count();
+    let refused: Vec<_> = statuses.iter().filter(|s| s.0 == "failed").collect();
+    assert_eq!((succeeded, refused.len()), (3, 3), "{statuses:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|s| s.2.as_deref().unwrap().starts_with("insufficient credits"))
+    );
+    assert_eq!(w.credits(user).await, 0, "never negative");
+    assert_eq!(w.venice.served().len(), 3, "one Venice call per paid job");
+    assert_eq!(w.s3.keys("generations").len(), 3);
+}
