@@ -29,7 +29,7 @@ const WRITERS: usize = 16;
 const EVENTS_EACH: usize = 250;
 const JWT_SECRET: &str = "pipeline-bench-jwt-secret-with-at-least-32-characters";
 
-fn user_token(user: Uuid) -> String {
+fn user_token(user: Uuid) -> anyhow::Result<String> {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use hmac::{Hmac, Mac};
@@ -39,12 +39,12 @@ fn user_token(user: Uuid) -> String {
             .to_string(),
     );
     let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).expect("hmac key");
+    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes())?;
     mac.update(input.as_bytes());
-    format!(
+    Ok(format!(
         "{input}.{}",
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    ))
 }
 
 /// Bare inserts: one direct connection per writer, `runs[w]` for writer `w`.
@@ -176,7 +176,7 @@ async fn run() -> anyhow::Result<()> {
         async move {
             let answer: Value = client
                 .post(url)
-                .bearer_auth(user_token(user))
+                .bearer_auth(user_token(user)?)
                 .json(&json!({"project_spec": {"bench": true}}))
                 .send()
                 .await?
@@ -188,7 +188,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let token: Value = client
         .post(format!("{}/pipeline/bot-tokens", app.url()))
-        .bearer_auth(user_token(user))
+        .bearer_auth(user_token(user)?)
         .json(&json!({}))
         .send()
         .await?
