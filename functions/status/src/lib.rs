@@ -8,6 +8,12 @@ use shared::{Error, config, response, sql};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
+/// Generations at Replicate, webhooks waiting, pool and budget (counts only).
+const REPLICATE_STATUS: sql::SqlCall = sql::SqlCall {
+    name: "replicate_status",
+    sql: "select public.replicate_status() as replicate",
+};
+
 #[http_component]
 fn handle(request: Request) -> Response {
     response::from_result(status(&request))
@@ -18,6 +24,9 @@ fn status(request: &Request) -> Result<Response, Error> {
         return Err(Error::MethodNotAllowed(request.method().to_string()));
     }
     let db = Database::open(&config::database_url()?)?;
-    let report = db.call_json(&sql::OUTPOST_STATUS, &[])?;
+    let mut report = db.call_json(&sql::OUTPOST_STATUS, &[])?;
+    // Replicate's side of the studio queue (migration 0023): generations
+    // at Replicate, stored webhooks, the token pool's counts, the budget.
+    report["replicate"] = db.call_json(&REPLICATE_STATUS, &[])?;
     Ok(response::json(200, &report))
 }

@@ -42,7 +42,7 @@ async fn studio(tokens: &[(&str, TokenAnswer)], credits: i32) -> Studio {
     let fake = FakeReplicate::start().await.unwrap();
     let app = TestApp::builder(product_manifest())
         .database(&db)
-        .components(&["ai-dispatch", "webhook-receiver"])
+        .components(&["ai-dispatch", "webhook-receiver", "status"])
         .variable("replicate_api_url", fake.url())
         .variable("replicate_files_url", fake.url())
         .variable(
@@ -50,6 +50,11 @@ async fn studio(tokens: &[(&str, TokenAnswer)], credits: i32) -> Studio {
             "https://outpost.example.test/webhooks/replicate",
         )
         .variable("replicate_webhook_secret", fake.webhook_secret())
+        .variable(
+            "replicate_lora_trainer",
+            "ostris/flux-dev-lora-trainer:trainer-v1",
+        )
+        .variable("replicate_lora_owner", "outpost-studio")
         .variable("media_store_url", s3.url())
         .variable("media_store_access_key", s3.access_key())
         .variable("media_store_secret_key", s3.secret_key())
@@ -200,6 +205,15 @@ async fn a_generation_goes_from_row_to_copied_outputs_through_real_webhooks() {
         json!(["start", "completed"])
     );
     assert_eq!(s.credits().await, 4, "charged once at dispatch");
+    let status: Value = reqwest::get(format!("{}/status", s.app.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["replicate"]["generations_processing"], 1, "{status}");
+    assert_eq!(status["replicate"]["tokens"]["active"], 1, "{status}");
+    assert!(!status.to_string().contains(GOOD_1), "no token in /status");
 
     let files = vec![
         OutputFile::png("out-0.png", 70_000, 1),
@@ -692,4 +706,165 @@ async fn credits_never_go_negative_under_concurrent_dispatch_and_failures_are_re
     s.fake.fail(&p, "model crashed").await;
     s.run(only(&["webhooks"])).await;
     assert_eq!(s.credits().await, credits + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lora_trains_from_the_owners_images_and_its_generation_runs_on_it() {
+    use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+    let s = studio(&[(GOOD_1, TokenAnswer::Valid)], 3).await;
+    let other = Uuid::new_v4();
+    s.sql
+        .execute(
+            "insert into auth.users (id, email) values ($1, 'other@example.test')",
+            &[&other],
+        )
+        .await
+        .unwrap();
+    let lora: Uuid = s
+        .sql
+        .query_one(
+            "insert into public.user_loras (user_id, name, trigger_word, training_params)
+             values ($1, 'my face', 'TOK', '{\"steps\": 1000}') returning id",
+            &[&s.user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Two images of the owner in the store; a third row names another
+    // user's folder and must not be used.
+    let bucket = Bucket::new(
+        s.s3.url().parse().unwrap(),
+        UrlStyle::Path,
+        "lora-training-images",
+        "us-east-1",
+    )
+    .unwrap();
+    let credentials = Credentials::new(s.s3.access_key(), s.s3.secret_key());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (path, bytes) in [
+        (format!("{}/a.png", s.user), b"\x89PNG-image-a".to_vec()),
+        (format!("{}/b.png", s.user), b"\x89PNG-image-b".to_vec()),
+        (format!("{other}/secret.png"), b"\x89PNG-not-yours".to_vec()),
+    ] {
+        let url = bucket
+            .put_object(Some(&credentials), &path)
+            .sign(Duration::from_secs(60));
+        client
+            .put(url.as_str())
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+    for (path, caption) in [
+        (format!("{}/a.png", s.user), "a photo of TOK smiling"),
+        (format!("{}/b.png", s.user), "a photo of TOK outdoors"),
+        (format!("{other}/secret.png"), "someone else"),
+    ] {
+        s.sql
+            .execute(
+                "insert into public.lora_training_images (lora_id, user_id, storage_path, caption) values ($1, $2, $3, $4)",
+                &[&lora, &s.user, &path, &caption],
+            )
+            .await
+            .unwrap();
+    }
+
+    let report = s.run(only(&["trainings"])).await;
+    assert_eq!(report["trainings"]["started"], 1, "{report}");
+    let (status, training_id): (String, String) = {
+        let row = s
+            .sql
+            .query_one(
+                "select status, replicate_training_id from public.user_loras where id = $1",
+                &[&lora],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(status, "training");
+    let training = s.fake.training(&training_id).unwrap();
+    assert_eq!(training["model"], "ostris/flux-dev-lora-trainer");
+    assert_eq!(training["version"], "trainer-v1");
+    assert_eq!(training["input"]["trigger_word"], "TOK");
+    assert_eq!(training["input"]["steps"], 1000);
+    let destination = training["destination"].as_str().unwrap().to_string();
+    assert!(destination.starts_with("outpost-studio/lora-"));
+    // Replicate fetches the zip through the presigned URL.
+    let zip = client
+        .get(training["input"]["input_images"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&zip);
+    assert!(zip.starts_with(b"PK\x03\x04"));
+    assert!(text.contains("PNG-image-a") && text.contains("PNG-image-b"));
+    assert!(text.contains("a photo of TOK smiling"));
+    assert!(
+        !text.contains("not-yours"),
+        "another user's image is never zipped"
+    );
+
+    let weights = OutputFile {
+        name: "trained_model.tar".into(),
+        content_type: "application/x-tar".into(),
+        bytes: bytes::Bytes::from_static(b"lora weights"),
+    };
+    s.fake.succeed_training(&training_id, weights).await;
+    let report = s.run(only(&["webhooks"])).await;
+    assert_eq!(report["webhooks"]["applied"], 1, "{report}");
+    let row = s
+        .sql
+        .query_one(
+            "select status, replicate_version, storage_path from public.user_loras where id = $1",
+            &[&lora],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    let version: String = row.get(1);
+    assert!(version.starts_with(&format!("{destination}:")));
+    assert_eq!(
+        row.get::<_, String>(2),
+        format!("lora-models/{}/{lora}/weights.tar", s.user)
+    );
+    assert_eq!(
+        std::fs::read(s.s3.object_file("lora-models", &format!("{}/{lora}/weights.tar", s.user)))
+            .unwrap(),
+        b"lora weights"
+    );
+    assert_eq!(
+        s.count("select count(*) from public.notifications where type = 'lora_succeeded'")
+            .await,
+        1
+    );
+
+    // A generation with the LoRA runs on the trained version, trigger word added.
+    let generation: Uuid = s
+        .sql
+        .query_one(
+            "insert into public.generations (user_id, model_id, prompt, lora_id)
+             values ($1, 'black-forest-labs/flux-dev', 'on a beach', $2) returning id",
+            &[&s.user, &lora],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    s.run(only(&["dispatch"])).await;
+    assert_eq!(s.row(generation).await.0, "processing");
+    let creation = s.fake.creations().pop().unwrap();
+    assert_eq!(creation.path, "/v1/predictions");
+    assert_eq!(
+        creation.body["version"],
+        version.rsplit_once(':').unwrap().1
+    );
+    assert_eq!(creation.body["input"]["prompt"], "TOK on a beach");
 }

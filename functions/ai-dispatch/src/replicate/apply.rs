@@ -162,9 +162,10 @@ fn apply(ctx: &Context<'_>, prediction: &Value) -> Result<Applied, Error> {
     )?;
     match target.kind.as_deref() {
         Some("generation") => {}
+        Some("lora") => return apply_training(ctx, prediction, &target),
         Some(other) => {
             return Ok(Applied::Done(json!({
-                "applied": false, "reason": format!("{other} updates are not applied by this build")
+                "applied": false, "reason": format!("unknown kind {other}")
             })));
         }
         None => {
@@ -227,6 +228,73 @@ fn apply(ctx: &Context<'_>, prediction: &Value) -> Result<Applied, Error> {
     let answer = ctx.db.call_json(
         &sql::APPLY_REPLICATE_PREDICTION,
         &[jsonb(&summary), jsonb(&copies)],
+    )?;
+    Ok(Applied::Done(answer))
+}
+
+/// A training's webhook: on success the weights are copied into
+/// `lora-models/{user_id}/{lora_id}/weights.{ext}` first.
+fn apply_training(ctx: &Context<'_>, training: &Value, target: &Target) -> Result<Applied, Error> {
+    if target.finished {
+        return Ok(Applied::Done(
+            json!({"applied": false, "reason": "already_finished", "id": target.id}),
+        ));
+    }
+    let mut summary = api::summary(training);
+    summary["model"] = training.get("model").cloned().unwrap_or(Value::Null);
+    summary["output"] = json!({ "version": training.pointer("/output/version") });
+    let status = training
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut copy_answer = Value::Null;
+    if status == "succeeded" {
+        let (Some(store), Some(lora_id), Some(user_id)) = (&ctx.store, &target.id, &target.user_id)
+        else {
+            return Ok(Applied::Retry("the object store is not configured".into()));
+        };
+        let Some(weights) = training.pointer("/output/weights").and_then(Value::as_str) else {
+            return Ok(Applied::Done(
+                json!({"applied": false, "reason": "no weights in the training output"}),
+            ));
+        };
+        match copy::copy(
+            store,
+            super::train::MODELS_BUCKET,
+            &format!("{user_id}/{lora_id}/weights"),
+            weights,
+            ctx.settings.timeout(),
+            Duration::from_secs(ctx.settings.transfer_seconds),
+        ) {
+            Ok(copied) => {
+                let url = ctx
+                    .store_config
+                    .as_ref()
+                    .map(|c| copy::public_url(c, super::train::MODELS_BUCKET, &copied.key));
+                copy_answer = json!({
+                    "storage_path": format!("{}/{}", super::train::MODELS_BUCKET, copied.key),
+                    "weights_url": url,
+                });
+            }
+            Err(CopyFailure::Retry(why)) => {
+                return Ok(Applied::Retry(format!("copying the weights: {why}")));
+            }
+            Err(CopyFailure::Gone(why)) => {
+                summary["status"] = json!("failed");
+                summary["error"] = json!(format!("the trained weights could not be copied: {why}"));
+            }
+        }
+    }
+    let answer = ctx.db.call_json(
+        &sql::APPLY_REPLICATE_TRAINING,
+        &[
+            jsonb(&summary),
+            if copy_answer.is_null() {
+                ParameterValue::DbNull
+            } else {
+                jsonb(&copy_answer)
+            },
+        ],
     )?;
     Ok(Applied::Done(answer))
 }

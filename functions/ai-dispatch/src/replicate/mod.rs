@@ -9,6 +9,7 @@
 //! - [`dispatch`]: pending generations -> a pool token and a slot of the
 //!   shared 600-per-minute budget -> `POST /v1/.../predictions` with our
 //!   webhook -> the prediction id stored, status `processing`.
+//! - [`train`]: LoRA trainings started from the owner's zipped images.
 //! - [`api`]: the requests and the meaning of Replicate's answers.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod apply;
 pub mod copy;
 pub mod dispatch;
 pub mod sql;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -46,8 +48,8 @@ pub struct Settings {
     pub max_generations: Option<u32>,
     /// Poll a prediction with no news for this long, seconds (0..=86400).
     pub poll_after_seconds: u32,
-    /// Which parts run: any of `webhooks`, `polls`, `dispatch`, `refunds`
-    /// (all when absent).
+    /// Which parts run: any of `webhooks`, `polls`, `dispatch`,
+    /// `trainings`, `refunds` (all when absent).
     pub only: Option<Vec<String>>,
 }
 
@@ -195,6 +197,9 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
     }
     if settings.runs("dispatch") {
         report["dispatch"] = counts(dispatch::run(&ctx)?);
+    }
+    if settings.runs("trainings") {
+        report["trainings"] = counts(train::run(&ctx)?);
     }
     if settings.runs("refunds") {
         report["refunds"] = db.call_json(&sql::REFUND_FAILED_CHARGES, &[])?;

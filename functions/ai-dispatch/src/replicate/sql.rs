@@ -116,3 +116,30 @@ pub const REFUND_FAILED_CHARGES: SqlCall = SqlCall {
     name: "refund_failed_charges",
     sql: "select public.refund_failed_charges() as answer",
 };
+
+/// LoRAs waiting for a training, with their owner's images (`$1` worker,
+/// `$2` lease seconds, `$3` max).
+pub const CLAIM_LORA_TRAININGS: SqlCall = SqlCall {
+    name: "claim_lora_trainings",
+    sql: "select public.claim_lora_trainings($1::text, $2::integer, $3::integer) as items",
+};
+
+/// The training was created (`$1` LoRA id, `$2` training id, `$3` call).
+pub const START_LORA_TRAINING: SqlCall = SqlCall {
+    name: "start_lora_training",
+    sql: "select public.start_lora_training($1::uuid, $2::text, $3::jsonb) as answer",
+};
+
+/// Starting a training failed (`$1` LoRA id, `$2` error, `$3` permanent,
+/// `$4` call or null).
+pub const FAIL_LORA_TRAINING: SqlCall = SqlCall {
+    name: "fail_lora_training",
+    sql: "select public.fail_lora_training($1::uuid, $2::text, $3::boolean, $4::jsonb) as answer",
+};
+
+/// Applies a training to its LoRA (`$1` training summary, `$2` our copy of
+/// the weights or null).
+pub const APPLY_REPLICATE_TRAINING: SqlCall = SqlCall {
+    name: "apply_replicate_training",
+    sql: "select public.apply_replicate_training($1::jsonb, $2::jsonb) as answer",
+};

@@ -20,6 +20,10 @@
 //!   output: null, error: null, logs, created_at, urls, metrics}`; when it
 //!   succeeds `output` is `{version: "<destination>:<new version>",
 //!   weights: "<url of the weights file>"}`. `GET /v1/trainings/{id}`.
+//! - `POST /v1/models` `{owner, name, visibility, hardware, description?}`
+//!   -> 201 `{url, owner, name, description, visibility, latest_version}`;
+//!   an existing owner/name is 409 (`A model with that name and owner
+//!   already exists.`).
 //! - Errors, Replicate's problem-details shape `{title, detail, status}`:
 //!   no or unknown token **401** `Unauthenticated` ("You did not pass a
 //!   valid authentication token"); a token told to throttle, or more than
@@ -166,6 +170,7 @@ struct State {
     tokens: HashMap<String, TokenAnswer>,
     predictions: HashMap<String, Value>,
     trainings: HashMap<String, Value>,
+    models: HashMap<String, Value>,
     /// prediction id -> files, and when they were completed.
     files: HashMap<String, (Vec<OutputFile>, Option<Instant>)>,
     creations: Vec<Creation>,
@@ -419,6 +424,7 @@ fn answer(inner: &Arc<Inner>, request: &RecordedRequest) -> http::Response<Bytes
             let model = format!("{owner}/{name}");
             create(inner, request, &token, &path, Some(model))
         }
+        ("POST", ["v1", "models"]) => create_model(inner, request),
         ("GET", ["v1", "predictions", id]) => match lock(inner).predictions.get(*id) {
             Some(p) => json_response(200, p, None),
             None => json_response(404, &problem(404, "Not found", "Not found."), None),
@@ -574,6 +580,34 @@ fn create(
         });
     }
     json_response(201, &prediction, None)
+}
+
+fn create_model(inner: &Arc<Inner>, request: &RecordedRequest) -> http::Response<Bytes> {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let (Some(owner), Some(name)) = (
+        body.get("owner").and_then(Value::as_str),
+        body.get("name").and_then(Value::as_str),
+    ) else {
+        return invalid(&[("required", "", "owner and name are required")]);
+    };
+    let id = format!("{owner}/{name}");
+    let mut state = lock(inner);
+    if state.models.contains_key(&id) {
+        return json_response(
+            409,
+            &problem(
+                409,
+                "Conflict",
+                "A model with that name and owner already exists.",
+            ),
+            None,
+        );
+    }
+    let model = json!({"url": format!("https://replicate.com/{id}"), "owner": owner, "name": name,
+                       "description": body.get("description"), "visibility": body.get("visibility"),
+                       "latest_version": null});
+    state.models.insert(id, model.clone());
+    json_response(201, &model, None)
 }
 
 fn train(
