@@ -147,19 +147,19 @@ async fn drive(
     })
 }
 
-fn token(user: Uuid) -> String {
+fn token(user: Uuid) -> anyhow::Result<String> {
     let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
     let claims = URL_SAFE_NO_PAD.encode(
         json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 7200})
             .to_string(),
     );
     let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).expect("any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes())?;
     mac.update(input.as_bytes());
-    format!(
+    Ok(format!(
         "{input}.{}",
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    ))
 }
 
 fn row(name: &str, m: &Measured, base: Option<&Measured>) {
@@ -223,7 +223,7 @@ async fn run() -> anyhow::Result<()> {
             ],
         )
         .await?;
-        tokens.push(token(user));
+        tokens.push(token(user)?);
     }
     let tokens = Arc::new(tokens);
     let tokens_for_get = tokens.clone();

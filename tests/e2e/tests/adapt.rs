@@ -29,6 +29,7 @@ struct World {
 struct Answer {
     status: u16,
     retry_after: Option<String>,
+    server_timing: Option<String>,
     body: Value,
 }
 
@@ -142,11 +143,16 @@ impl World {
             .headers()
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_string());
+        let server_timing = res
+            .headers()
+            .get("server-timing")
+            .map(|v| v.to_str().unwrap().to_string());
         let text = res.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Answer {
             status,
             retry_after,
+            server_timing,
             body,
         }
     }
@@ -216,6 +222,9 @@ async fn every_platform_gets_a_variant_within_its_limits_in_the_default_voice() 
         )
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
+    // The time waited for the model, so clients can tell it from ours.
+    let timing = a.server_timing.as_deref().unwrap_or_default();
+    assert!(timing.starts_with("model;dur="), "{timing}");
     let row = &a.body;
     assert_eq!(row["voice_profile_id"], json!(default));
     assert_eq!(row["original_idea"], "Small releases beat big launches");
