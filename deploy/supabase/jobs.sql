@@ -66,3 +66,6 @@ select cron.schedule('outpost-token-rotation', '*/10 * * * *', $$select outpost_
 
 -- spin.toml: maintenance "0 */5 * * * *"
 select cron.schedule('outpost-maintenance', '*/5 * * * *', $$select outpost_jobs.call('maintenance')$$);
+
+-- spin.toml: pipeline "45 */2 * * * *"
+select cron.schedule('outpost-pipeline', '*/2 * * * *', $$select outpost_jobs.call('pipeline')$$);

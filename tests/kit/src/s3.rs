@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use crate::KitError;
 
-/// The buckets the seeds name (Trove's `media`, the studio's three).
-pub const BUCKETS: [&str; 4] = [
+/// The buckets the seeds name (Trove's `media`, the studio's three) and
+/// the pipeline's `artifacts` (its `pipeline_artifact_bucket` default).
+pub const BUCKETS: [&str; 5] = [
     "media",
     "generations",
     "lora-training-images",
     "lora-models",
+    "artifacts",
 ];
 
 /// The region the server is addressed with (s3s-fs accepts any).
