@@ -194,7 +194,7 @@ end
 $$;
 
 -- The owner's account and its sealed credentials, for revocation:
--- {"found": true, "platform", "status", "access_token", "refresh_token",
+-- {"found": true, "platform", "status", "platform_user_id", "access_token", "refresh_token",
 -- "bluesky_refresh_jwt"} or {"found": false}. Another user's account is
 -- "not found" alike.
 create function public.connect_account_for_disconnect(p_user_id uuid, p_account_id uuid)
@@ -206,6 +206,7 @@ set search_path = ''
 as $$
   select coalesce(
     (select jsonb_build_object('found', true, 'platform', ca.platform, 'status', ca.status,
+                               'platform_user_id', ca.platform_user_id,
                                'access_token', ca.access_token, 'refresh_token', ca.refresh_token,
                                'bluesky_refresh_jwt', s.refresh_jwt)
        from public.connected_accounts ca
