@@ -32,12 +32,21 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use outpost_e2e::bench::{CONNECTIONS, SPIN_CHECKOUT_RESET, Stats, addr_of, verdict};
+use outpost_e2e::native_baseline::{self, Handler, NativeServer};
 use outpost_test_kit::fakes::bluesky::FakeBluesky;
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
 use uuid::Uuid;
 
 const FEEDS: usize = 100;
-const POSTS_PER_FEED: usize = 10_000;
+
+/// Posts per feed: `OUTPOST_BENCH_FEED_POSTS` (total over the 100 feeds)
+/// / 100, else 10,000 (1,000,000 posts in all, the issue's size).
+fn posts_per_feed() -> usize {
+    std::env::var("OUTPOST_BENCH_FEED_POSTS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(10_000, |total| (total / FEEDS).max(1))
+}
 const LIMIT: i32 = 50;
 const SERVICE_DID: &str = "did:web:feeds.bench";
 const PUBLISHER: &str = "did:plc:benchpublisher00000000000";
@@ -69,6 +78,7 @@ impl PageRequest {
 
 /// 100 published feeds of 10,000 posts each, loaded in SQL.
 async fn load(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let posts = posts_per_feed();
     db.batch_execute(&format!(
         "insert into auth.users (id, email) values ('00000000-0000-4000-8000-000000000001', 'bench@example.test');
          insert into public.feeds (id, user_id, slug, published_uri, publisher_did, published_rkey, published_at)
@@ -81,7 +91,7 @@ async fn load(db: &tokio_postgres::Client) -> anyhow::Result<()> {
                 format('at://did:plc:author%s/app.bsky.feed.post/%s', i % 997, lpad(i::text, 7, '0')),
                 'bafyreib' || i, format('did:plc:author%s', i % 997),
                 now() - (i / 2) * interval '3 seconds' - n * interval '1 microsecond'
-           from generate_series(1, {FEEDS}) n, generate_series(1, {POSTS_PER_FEED}) i;
+           from generate_series(1, {FEEDS}) n, generate_series(1, {posts}) i;
 "
     ))
     .await?;
@@ -197,6 +207,82 @@ async fn load_http(
         errors += e;
     }
     Ok(Stats::from_latencies(latencies, errors, start.elapsed()))
+}
+
+/// `getFeedSkeleton` written natively (the native baseline): the same
+/// query parameters parsed (feed at-uri, limit, `micros::base64url(uri)`
+/// cursor), the same `feed_skeleton` call through a pool like the host's,
+/// the same `{"feed": [{"post": uri}], "cursor"}` answer.
+fn native_skeleton() -> Handler {
+    Arc::new(|parts, _body, pool| {
+        Box::pin(async move {
+            let query = parts.uri.query().unwrap_or_default().to_string();
+            let (mut feed, mut limit, mut cursor) = (None, 50i32, None);
+            for pair in query.split('&') {
+                match pair.split_once('=') {
+                    Some(("feed", v)) => feed = Some(v.to_string()),
+                    Some(("limit", v)) => limit = v.parse().unwrap_or(50),
+                    Some(("cursor", v)) => cursor = Some(v.to_string()),
+                    _ => {}
+                }
+            }
+            let Some(feed) = feed else {
+                return native_baseline::status(400, "InvalidRequest");
+            };
+            let mut parts_of = feed.trim_start_matches("at://").split('/');
+            let (publisher, rkey) = match (parts_of.next(), parts_of.next(), parts_of.next()) {
+                (Some(did), Some(_), Some(rkey)) => (Some(did.to_string()), Some(rkey.to_string())),
+                _ => (None, None),
+            };
+            let (at, uri) = match cursor.as_deref().and_then(|c| c.split_once("::")) {
+                Some((micros, uri)) => {
+                    let Ok(micros) = micros.parse::<i64>() else {
+                        return native_baseline::status(400, "BadCursor");
+                    };
+                    let Some(at) = chrono::DateTime::from_timestamp_micros(micros) else {
+                        return native_baseline::status(400, "BadCursor");
+                    };
+                    let Ok(uri) = URL_SAFE_NO_PAD.decode(uri) else {
+                        return native_baseline::status(400, "BadCursor");
+                    };
+                    (
+                        Some(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+                        Some(String::from_utf8_lossy(&uri).into_owned()),
+                    )
+                }
+                None => (None, None),
+            };
+            let answer = native_baseline::call_jsonb(
+                &pool,
+                FUNCTION_SQL,
+                &[&feed, &publisher, &rkey, &limit, &at, &uri, &None::<String>],
+            )
+            .await;
+            let Ok(answer) = answer else {
+                return native_baseline::status(503, "database_unavailable");
+            };
+            if answer["found"] != serde_json::Value::Bool(true) {
+                return native_baseline::status(400, "UnknownFeed");
+            }
+            let feed: Vec<serde_json::Value> = answer["posts"]
+                .as_array()
+                .map(|posts| {
+                    posts
+                        .iter()
+                        .map(|p| serde_json::json!({ "post": p }))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut body = serde_json::json!({ "feed": feed });
+            if let (Some(micros), Some(uri)) = (
+                answer["cursor"]["created_at_micros"].as_i64(),
+                answer["cursor"]["uri"].as_str(),
+            ) {
+                body["cursor"] = format!("{micros}::{}", URL_SAFE_NO_PAD.encode(uri)).into();
+            }
+            native_baseline::json(200, &body)
+        })
+    })
 }
 
 /// Which bare SQL to run.
@@ -376,7 +462,7 @@ async fn run() -> anyhow::Result<()> {
     load(&sql).await?;
     println!(
         "loaded {} posts in {FEEDS} feeds in {:.1} s",
-        FEEDS * POSTS_PER_FEED,
+        FEEDS * posts_per_feed(),
         loading.elapsed().as_secs_f64()
     );
     let reqs = Arc::new(requests(&sql).await?);
@@ -418,6 +504,16 @@ async fn run() -> anyhow::Result<()> {
         .start()
         .await?;
     let no_tokens = Arc::new(Vec::new());
+    let native = NativeServer::start(&db.url(), native_skeleton())
+        .await
+        .map_err(|e| anyhow::anyhow!("native baseline: {e}"))?;
+    load_http(
+        native.addr(),
+        paths.clone(),
+        no_tokens.clone(),
+        Duration::from_millis(500),
+    )
+    .await?;
 
     // Warm up every path (pools, plan caches, the key cache).
     load_http(
@@ -440,7 +536,7 @@ async fn run() -> anyhow::Result<()> {
 
     println!(
         "feeds benchmark: getFeedSkeleton limit {LIMIT}, {} posts in {FEEDS} feeds, {CONNECTIONS} connections, {secs} s per target, loopback, {} cores",
-        FEEDS * POSTS_PER_FEED,
+        FEEDS * posts_per_feed(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -448,7 +544,14 @@ async fn run() -> anyhow::Result<()> {
     let bare_page = load_sql(&db, reqs.clone(), Bare::PageQuery, duration).await?;
     let bare_function = load_sql(&db, reqs.clone(), Bare::Function, duration).await?;
     let spin_checkout = load_sql(&db, reqs.clone(), Bare::SpinCheckout, duration).await?;
-    let component = load_http(addr_of(plain.url())?, paths.clone(), no_tokens, duration).await?;
+    let component = load_http(
+        addr_of(plain.url())?,
+        paths.clone(),
+        no_tokens.clone(),
+        duration,
+    )
+    .await?;
+    let native_run = load_http(native.addr(), paths.clone(), no_tokens, duration).await?;
     let verified = load_http(addr_of(verifying.url())?, paths.clone(), tokens, duration).await?;
     let did_json = Arc::new(vec!["/.well-known/did.json".to_string()]);
     let no_sql = load_http(
@@ -471,6 +574,12 @@ async fn run() -> anyhow::Result<()> {
         Some(&bare_function),
     );
     row("  (vs the bare page SELECT)", &component, Some(&bare_page));
+    row("  (vs the native baseline)", &component, Some(&native_run));
+    row(
+        "native baseline: same request, hyper+pg",
+        &native_run,
+        Some(&bare_page),
+    );
     row(
         "  (vs checkout reset + feed_skeleton)",
         &component,
@@ -494,10 +603,18 @@ async fn run() -> anyhow::Result<()> {
         verdict(component.rate() >= 0.6 * spin_checkout.rate()),
     );
     println!(
+        "component/native: {:.2}x (target >= 0.70x: {}); component/bare page SELECT: {:.2}x (target >= 0.50x: {})",
+        component.rate() / native_run.rate(),
+        verdict(component.rate() >= 0.7 * native_run.rate()),
+        component.rate() / bare_page.rate(),
+        verdict(component.rate() >= 0.5 * bare_page.rate()),
+    );
+    println!(
         "PLC directory lookups during the run: {}",
         bsky.calls("plc")
     );
     explain(&db, &reqs).await?;
+    native.stop();
     plain.stop().await;
     verifying.stop().await;
     Ok(())

@@ -148,6 +148,11 @@ fn build_engine() -> wasmtime::Result<Engine> {
     config
         .wasm_component_model(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    // OUTPOST_HOST_PERFMAP=1 writes /tmp/perf-<pid>.map so `perf report`
+    // names the components' compiled functions (for profiling only).
+    if std::env::var_os("OUTPOST_HOST_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let dir = cache_dir();
     if std::fs::create_dir_all(&dir).is_ok() {
         let mut cache = wasmtime::CacheConfig::new();
