@@ -627,6 +627,36 @@ async fn bluesky_connects_with_the_right_password_only() {
     assert!(session.get::<_, bool>(1));
     // The DID document was read (the PDS comes from it, not a fixed host).
     assert!(w.bsky.calls("plc") >= 1);
+
+    // Disconnect: the PDS session is deleted there, the password leaves Vault.
+    let account: Uuid = rows[0].get(10);
+    let hop = w
+        .hop(
+            w.http
+                .post(format!("{}/connect/bluesky/disconnect", w.app.url()))
+                .bearer_auth(user_token(user))
+                .json(&json!({ "account_id": account })),
+        )
+        .await;
+    assert_eq!(hop.status, 200, "{}", hop.body);
+    assert_eq!(hop.json()["revoked"], true, "{}", hop.body);
+    assert_eq!(w.bsky.calls("com.atproto.server.deleteSession"), 1);
+    let left: (i64, i64) = {
+        let row = w
+            .sql
+            .query_one(
+                "select (select count(*) from public.bluesky_sessions where account_id = $1),
+                        (select count(*) from vault.secrets where id = $2)",
+                &[&account, &secret],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(left, (0, 0));
+    let row = &w.accounts(user).await[0];
+    assert_eq!(row.get::<_, String>(9), "disconnected");
+    assert!(row.get::<_, Option<Uuid>>(11).is_none());
     w.app.stop().await;
 }
 
