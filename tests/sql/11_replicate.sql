@@ -10,7 +10,7 @@ create extension if not exists pgtap;
 create function pg_temp.t(p_sec text) returns timestamptz
 language sql immutable as $$ select '2031-03-01 00:00:00+00'::timestamptz + p_sec::interval $$;
 
-select plan(30);
+select plan(36);
 
 insert into auth.users (id, email) values
   ('00000000-0000-4000-8000-0000000011a1', 'studio-owner@example.test'),
@@ -109,6 +109,26 @@ select is((select settled_at is not null and refunded_at is not null from public
 select is((select count(*)::int from public.notifications
             where user_id = '00000000-0000-4000-8000-0000000011a1' and type = 'generation_succeeded'), 1,
   'the user is told once');
+
+-- LoRA trainings: the owner's own images only, applied once ------------------------------
+insert into public.user_loras (id, user_id, name, status) values
+  ('00000000-0000-4000-8000-00000011e002', '00000000-0000-4000-8000-0000000011a1', 'mine', 'pending');
+insert into public.lora_training_images (lora_id, user_id, storage_path) values
+  ('00000000-0000-4000-8000-00000011e002', '00000000-0000-4000-8000-0000000011a1', '00000000-0000-4000-8000-0000000011a1/a.png'),
+  ('00000000-0000-4000-8000-00000011e002', '00000000-0000-4000-8000-0000000011a1', '00000000-0000-4000-8000-0000000011a2/theirs.png');
+create temp table trainings as select public.claim_lora_trainings('t11', 600, 5, pg_temp.t('0')) as c;
+select is((select jsonb_array_length(c -> 0 -> 'images') from trainings), 1,
+  'only images in the owner''s folder are handed out');
+select is(public.claim_lora_trainings('t11b', 600, 5, pg_temp.t('1 second')), '[]'::jsonb,
+  'a leased training is not handed out twice');
+select is(public.start_lora_training('00000000-0000-4000-8000-00000011e002', 'train-11', null) ->> 'started', 'true',
+  'the training id is kept');
+select is(public.apply_replicate_training('{"id":"train-11","status":"succeeded","output":{"version":"studio/lora-x:v9"}}',
+  '{"storage_path":"lora-models/a/b/weights.tar","weights_url":"http://store/lora-models/a/b/weights.tar"}') ->> 'status',
+  'succeeded', 'a succeeded training keeps its version');
+select is(public.apply_replicate_training('{"id":"train-11","status":"failed","error":"late"}') ->> 'reason',
+  'already_finished', 'a late failure never undoes it');
+select is(public.replicate_status()::text like '%r8_secret%', false, 'replicate_status shows counts, never a token');
 
 select * from finish();
 rollback;
