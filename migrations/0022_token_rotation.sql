@@ -62,15 +62,16 @@ create trigger update_account_token_rotation_updated_at
 alter table public.account_token_rotation enable row level security;
 revoke all on public.account_token_rotation from anon, authenticated;
 
--- What an account needs now (see the header), or null.
+-- What an account needs now (see the header), or null. Stable (timestamptz
+-- arithmetic is) and without a SET clause, so the planner inlines it into
+-- the claim's scan instead of calling it row by row.
 create function public.token_rotation_action(
   p_account public.connected_accounts,
   p_notified_for timestamptz,
   p_current_key_id text,
   p_now timestamptz
 ) returns text
-language sql immutable
-set search_path = ''
+language sql stable
 as $$
   select coalesce(
     case when p_account.status = 'active'
@@ -162,7 +163,7 @@ begin
      where a.action is not null
        and (s.lease_expires_at is null or s.lease_expires_at <= p_now)
        and (s.next_attempt_at is null or s.next_attempt_at <= p_now)
-     order by ca.token_expires_at nulls first, ca.id
+     order by ca.token_expires_at, ca.id
      limit p_max
      for update of ca skip locked
   ), leased as (
@@ -179,7 +180,7 @@ begin
      where s.lease_expires_at is null or s.lease_expires_at <= p_now
     returning s.*
   )
-  select coalesce(jsonb_agg(public.token_rotation_claim_json(ca, l) order by ca.token_expires_at nulls first, ca.id), '[]'::jsonb)
+  select coalesce(jsonb_agg(public.token_rotation_claim_json(ca, l) order by ca.token_expires_at, ca.id), '[]'::jsonb)
     into v_claimed
     from leased l
     join public.connected_accounts ca on ca.id = l.account_id;
@@ -259,13 +260,15 @@ begin
     raise exception 'finish_token_rotation: unknown outcome %', coalesce(v_outcome, '(none)')
       using errcode = '22023';
   end if;
+  -- The account row first, then its rotation state: the order the claims
+  -- lock them in, so a claim and a finish never wait on each other.
+  select * into v_account from public.connected_accounts ca where ca.id = p_account_id for update;
   select * into v_state from public.account_token_rotation s
    where s.account_id = p_account_id and s.lease_token = p_lease_token
    for update;
   if not found then
     return jsonb_build_object('saved', false, 'reason', 'lease_lost');
   end if;
-  select * into v_account from public.connected_accounts ca where ca.id = p_account_id for update;
   v_label := case v_account.platform
     when 'x' then 'X' when 'linkedin' then 'LinkedIn' when 'instagram' then 'Instagram'
     when 'strava' then 'Strava' else initcap(v_account.platform::text) end;
