@@ -232,7 +232,7 @@ impl pg::HostConnection for HostState {
         };
         if let Err(e) = reset_session(&client).await {
             // A connection that cannot be reset is not handed out again.
-            let _ = deadpool_postgres::Object::take(client);
+            drop(deadpool_postgres::Object::take(client));
             let e = anyhow::Error::new(e);
             return Ok(Err(Error::ConnectionFailed(format!("{e:?}"))));
         }
