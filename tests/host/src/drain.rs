@@ -8,8 +8,10 @@
 //! not use `Expect: 100-continue` would often see "connection reset"
 //! instead of the answer (real Spin 4.0.2 does exactly that). So when a
 //! request body is dropped unfinished, the rest is read and discarded in the
-//! background, up to [`DRAIN_LIMIT_BYTES`] and [`DRAIN_LIMIT_TIME`]; only
-//! past those bounds is the connection closed unread. A request sent with
+//! background, up to [`DRAIN_LIMIT_BYTES`] and [`DRAIN_LIMIT_TIME`], while
+//! the sender keeps sending (a pause of [`DRAIN_IDLE_TIME`] ends it); past
+//! those bounds, or when the announced length is over the byte bound, the
+//! connection is closed unread as before. A request sent with
 //! `Expect: 100-continue` whose body was never asked for is not drained:
 //! asking for it would make hyper send `100 Continue` after the final
 //! answer, and such a sender does not send the body unasked.
@@ -22,11 +24,15 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-/// The most bytes read and discarded after the answer (64 MiB).
-pub const DRAIN_LIMIT_BYTES: usize = 64 << 20;
+/// The most bytes read and discarded after the answer (16 MiB). A body
+/// whose announced remaining length is larger is not drained at all.
+pub const DRAIN_LIMIT_BYTES: usize = 16 << 20;
 
 /// The longest a body is drained after the answer.
 pub const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(30);
+
+/// A sender that sends nothing for this long is not waited for.
+pub const DRAIN_IDLE_TIME: Duration = Duration::from_secs(1);
 
 /// An incoming request body that drains itself when dropped unfinished.
 pub struct DrainOnDrop {
@@ -98,6 +104,9 @@ impl Drop for DrainOnDrop {
         if self.ended || body.is_end_stream() || (self.expect_continue && !self.polled) {
             return;
         }
+        if body.size_hint().lower() > DRAIN_LIMIT_BYTES as u64 {
+            return;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(drain(body));
         }
@@ -108,7 +117,7 @@ impl Drop for DrainOnDrop {
 async fn drain(mut body: Incoming) {
     let read = async {
         let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(DRAIN_IDLE_TIME, body.frame()).await {
             if let Some(data) = frame.data_ref() {
                 seen += data.len();
                 if seen > DRAIN_LIMIT_BYTES {

@@ -34,7 +34,7 @@
 //! - No TLS serving; a conflicting `Host` header is not rejected; instance
 //!   memory is capped at 512 MiB by the pooling allocator.
 //! - A request body the answer left unread is read and discarded after the
-//!   answer (up to 64 MiB or 30 s, see [`drain`]), so a sender without
+//!   answer (up to 16 MiB, 30 s, or a 1 s pause; see [`drain`]), so a sender without
 //!   `Expect: 100-continue` gets a refusal such as a 413 instead of a
 //!   connection reset; Spin closes at once and the sender often sees the
 //!   reset.
