@@ -553,8 +553,7 @@ fn write_body(body: &OutgoingBody, bytes: &[u8], target: &str) -> Result<(), Sen
 /// while it accepts nothing, and the stream is flushed once at the end
 /// (which waits until the host can take more, so memory stays bounded).
 /// `blocking-write-and-flush` takes at most 4096 bytes per call and waits for
-/// each flush: one host round trip per 4 KiB, which held big uploads to a
-/// fraction of the store's speed.
+/// each flush: one host call and one hop to the connection task per 4 KiB.
 fn write_all(stream: &OutputStream, mut bytes: &[u8], target: &str) -> Result<(), SendFailure> {
     if bytes.is_empty() {
         return Ok(());
