@@ -331,17 +331,11 @@ pub fn zip_stored(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// CRC-32 (IEEE, reflected, as zip uses): a checksum, not cryptography.
+/// CRC-32 (IEEE, reflected, as zip uses): a checksum, not cryptography;
+/// `crc32fast` rather than a hand-written loop (it is also ~10x faster on
+/// megabyte images).
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
+    crc32fast::hash(data)
 }
 
 #[cfg(test)]
