@@ -339,6 +339,23 @@ pub fn rotate(
     now: DateTime<Utc>,
 ) -> Result<Rotated> {
     let (result, mut rotated) = decide(apps, keys, claim, now);
+    if let Some(call) = &rotated.call {
+        // One api_logs row per token call: path without query (Instagram's
+        // carries the token), the error in the platform's scrubbed words.
+        crate::provider_log::record(
+            db,
+            &crate::provider_log::ProviderCall {
+                provider: call.provider.to_string(),
+                method: call.method.to_string(),
+                path: call.path.clone(),
+                status_code: call.status,
+                duration_ms: call.duration_ms,
+                user_id: uuid::Uuid::parse_str(&claim.user_id).ok(),
+                model: None,
+                error: rotated.error.clone(),
+            },
+        )?;
+    }
     let finished: Value = db.call(
         &FINISH_TOKEN_ROTATION,
         &[

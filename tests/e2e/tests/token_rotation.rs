@@ -409,6 +409,17 @@ async fn a_platform_outage_keeps_the_account_active_and_retries_after_a_backoff(
     let next: DateTime<Utc> = serde_json::from_value(state["next_attempt_at"].clone()).unwrap();
     assert!(next > Utc::now() + Duration::seconds(30), "backoff: {next}");
     assert!(notifications(&client, user).await.is_empty());
+    let logged: Value = client
+        .query_one(
+            "select to_jsonb(l) from public.api_logs l where provider = 'strava'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged["path"], "/oauth/token", "{logged}");
+    assert_eq!(logged["status_code"], 503, "{logged}");
+    assert_eq!(logged["user_id"], user.to_string(), "{logged}");
 
     // Within the backoff nothing is tried.
     let report = run_job(&app).await;
