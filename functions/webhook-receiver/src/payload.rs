@@ -155,11 +155,24 @@ fn single_entry_account(value: &Value) -> Option<String> {
         .then_some(first)
 }
 
+/// The key under which a Replicate item's payload keeps the verified
+/// `webhook-timestamp` (Unix seconds): ai-dispatch applies stored webhooks in
+/// its order (`claim_replicate_webhooks`, migration 0028). Replicate's
+/// prediction and training objects have no such field.
+pub const WEBHOOK_TIMESTAMP_KEY: &str = "webhook_timestamp";
+
 /// An authenticated Replicate webhook, keyed by its `webhook-id`, for the
-/// AI dispatcher.
-pub fn replicate_item(webhook_id: String, body: &[u8]) -> Item {
+/// AI dispatcher. A JSON object body also keeps `sent_at` (the verified
+/// `webhook-timestamp`) under [`WEBHOOK_TIMESTAMP_KEY`]; any other body is
+/// stored as [`storable`] makes it.
+pub fn replicate_item(webhook_id: String, sent_at: Option<i64>, body: &[u8]) -> Item {
     let parsed = serde_json::from_slice::<Value>(body);
-    let (payload, error) = storable(body, parsed.as_ref());
+    let (mut payload, error) = storable(body, parsed.as_ref());
+    if let (Ok(Value::Object(fields)), None, Some(seconds)) = (parsed, &error, sent_at) {
+        let mut fields = fields;
+        fields.insert(WEBHOOK_TIMESTAMP_KEY.into(), seconds.into());
+        payload = Value::Object(fields).to_string();
+    }
     Item {
         platform: "replicate",
         event_type: "replicate.prediction".into(),
@@ -280,11 +293,28 @@ mod tests {
 
     #[test]
     fn replicate_items_keep_the_webhook_id() {
-        let item = replicate_item("msg_1".into(), br#"{"id":"p","status":"succeeded"}"#);
+        let item = replicate_item("msg_1".into(), None, br#"{"id":"p","status":"succeeded"}"#);
         assert_eq!(
             (item.platform, item.external_id.as_str(), item.error),
             ("replicate", "msg_1", None)
         );
+    }
+
+    #[test]
+    fn replicate_items_keep_the_webhook_timestamp_beside_the_prediction() {
+        let body = br#"{"id":"p","status":"processing","output":null}"#;
+        let item = replicate_item("msg_1".into(), Some(1_700_000_123), body);
+        let stored: Value = serde_json::from_str(&item.payload).unwrap();
+        assert_eq!(
+            stored,
+            json!({"id": "p", "status": "processing", "output": null, "webhook_timestamp": 1_700_000_123})
+        );
+        // Not an object, or not JSON: stored as received, no timestamp added.
+        for body in [&b"[1,2]"[..], b"not json"] {
+            let item = replicate_item("m".into(), Some(5), body);
+            assert_eq!(item.payload, replicate_item("m".into(), None, body).payload);
+            assert!(!item.payload.contains("webhook_timestamp"));
+        }
     }
 
     mod properties {
@@ -312,7 +342,7 @@ mod tests {
 
             #[test]
             fn every_stored_payload_is_json(body in proptest::collection::vec(any::<u8>(), 0..300)) {
-                for item in [instagram_item(&body), replicate_item("m".into(), &body)] {
+                for item in [instagram_item(&body), replicate_item("m".into(), Some(1), &body)] {
                     let stored: Value = serde_json::from_str(&item.payload).unwrap();
                     prop_assert!(!holds_nul(&stored));
                     prop_assert_eq!(item.error.is_none(), serde_json::from_slice::<Value>(&body).is_ok() && !holds_nul(&stored));

@@ -116,7 +116,9 @@ fn route(
                 signature: signature.as_deref(),
             };
             let webhook_id = verify::check_standard_webhook(headers, &body, &key, now_seconds())?;
-            store(payload::replicate_item(webhook_id, &body))
+            // Verified just above, so it parses; ai-dispatch applies in its order.
+            let sent_at = timestamp.as_deref().and_then(verify::parse_seconds);
+            store(payload::replicate_item(webhook_id, sent_at, &body))
         }
         ("strava" | "instagram" | "replicate", other) => {
             Err(WebhookError::MethodNotAllowed(other.to_string()))

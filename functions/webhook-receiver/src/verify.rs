@@ -236,8 +236,9 @@ fn visible_text(value: &[u8]) -> Option<&str> {
 }
 
 /// Integer Unix seconds: ASCII digits only (no sign, no fraction), at most
-/// 18 of them so the value fits an `i64`.
-fn parse_seconds(value: &[u8]) -> Option<i64> {
+/// 18 of them so the value fits an `i64`. Public so the receiver can keep a
+/// verified `webhook-timestamp` with the stored item.
+pub fn parse_seconds(value: &[u8]) -> Option<i64> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

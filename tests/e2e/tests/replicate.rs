@@ -868,3 +868,108 @@ async fn a_lora_trains_from_the_owners_images_and_its_generation_runs_on_it() {
     );
     assert_eq!(creation.body["input"]["prompt"], "TOK on a beach");
 }
+
+/// Posts `body` to the app's `/webhooks/replicate` as Replicate would,
+/// signed with the fake's secret but with the given `webhook-timestamp`.
+async fn send_signed_webhook(s: &Studio, webhook_id: &str, timestamp: i64, body: &Value) -> u16 {
+    use base64::Engine as _;
+    let secret = s.fake.webhook_secret();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .unwrap();
+    let (timestamp, body) = (timestamp.to_string(), body.to_string());
+    let signature =
+        outpost_test_kit::fakes::replicate::sign(&key, webhook_id, &timestamp, body.as_bytes());
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/webhooks/replicate", s.app.url()))
+        .header("content-type", "application/json")
+        .header("webhook-id", webhook_id)
+        .header("webhook-timestamp", &timestamp)
+        .header("webhook-signature", format!("v1,{signature}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_webhooks_are_applied_in_webhook_timestamp_order_not_arrival_order() {
+    let s = studio(&[(GOOD_1, TokenAnswer::Valid)], 5).await;
+    let id = s.generation("owner/model:v1", "in order").await;
+    let report = s.run(only(&["dispatch"])).await;
+    assert_eq!(report["dispatch"]["created"], 1, "{report}");
+
+    // The fake's two webhooks are held, then sent by hand: `completed`
+    // (sent 5 s ago) arrives first, `start` (sent 40 s ago) after it.
+    s.fake.set_delivery(Delivery {
+        hold: true,
+        ..Delivery::default()
+    });
+    let p = s.prediction_of(id).await;
+    s.fake.start_prediction(&p).await;
+    s.fake
+        .succeed(&p, vec![OutputFile::png("out-0.png", 3_000, 5)], 1.0)
+        .await;
+    let held = s.fake.held();
+    assert_eq!(held.len(), 2);
+    assert_eq!(held[1].body["status"], "succeeded");
+    let now = chrono::Utc::now().timestamp();
+    let (start_sent, completed_sent) = (now - 40, now - 5);
+    assert_eq!(
+        send_signed_webhook(&s, &held[1].webhook_id, completed_sent, &held[1].body).await,
+        200
+    );
+    assert_eq!(
+        send_signed_webhook(&s, &held[0].webhook_id, start_sent, &held[0].body).await,
+        200
+    );
+
+    // The receiver kept each verified webhook-timestamp with its item.
+    for (webhook, sent) in [(&held[0], start_sent), (&held[1], completed_sent)] {
+        let kept: Option<i64> = s
+            .sql
+            .query_one(
+                "select (payload ->> 'webhook_timestamp')::bigint from public.ingested_items
+                  where platform = 'replicate' and external_id = $1",
+                &[&webhook.webhook_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, Some(sent), "{}", webhook.webhook_id);
+    }
+
+    // In arrival order the start would come after `succeeded` and change
+    // nothing (see the reordered test above); in the order sent, both apply.
+    let report = s.run(only(&["webhooks"])).await;
+    assert_eq!(report["webhooks"]["applied"], 2, "{report}");
+    assert!(report["webhooks"].get("no_change").is_none(), "{report}");
+    assert_eq!(s.row(id).await.0, "succeeded");
+
+    // Applied in the order sent: the start's item finished before the
+    // completed one's, although it arrived second.
+    let order: Vec<String> = s
+        .sql
+        .query(
+            "select i.external_id from public.queue_events e
+               join public.ingested_items i on i.id = e.item_id
+              where e.queue = 'ingested_items' and e.event = 'success' and i.platform = 'replicate'
+              order by e.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        order,
+        vec![held[0].webhook_id.clone(), held[1].webhook_id.clone()],
+        "start (sent first) applied before completed (arrived first)"
+    );
+}

@@ -1,6 +1,6 @@
 //! Replicate's news applied to generations: the webhooks the receiver
 //! stored (`ingested_items`, platform `replicate`, one per `webhook-id`)
-//! in order of arrival, and polls (`GET /v1/predictions/{id}`) of
+//! in order of `webhook-timestamp`, then arrival (migration 0028), and polls (`GET /v1/predictions/{id}`) of
 //! predictions whose webhook never came.
 //!
 //! Order does not matter for correctness: `apply_replicate_prediction` is

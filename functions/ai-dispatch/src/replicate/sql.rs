@@ -59,7 +59,8 @@ pub const RECORD_PROVIDER_CALL: SqlCall = SqlCall {
     sql: "select public.record_provider_call($1::jsonb) as call",
 };
 
-/// Claims stored Replicate webhooks, oldest first (`$1` worker, `$2` lease
+/// Claims stored Replicate webhooks, earliest `webhook-timestamp` first,
+/// then earliest arrival (`$1` worker, `$2` lease
 /// seconds, `$3` max items).
 pub const CLAIM_REPLICATE_WEBHOOKS: SqlCall = SqlCall {
     name: "claim_replicate_webhooks",
