@@ -25,17 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use outpost_e2e::bench::{CONNECTIONS, Stats, addr_of};
 use outpost_test_kit::fakes::openai::{COMPLETIONS_PATH, FakeOpenAi};
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
 use serde_json::json;
-use sha2::Sha256;
 use uuid::Uuid;
 
 const JWT_SECRET: &str = "adapt-bench-jwt-secret-with-at-least-32-characters";
@@ -148,17 +144,8 @@ async fn drive(
 }
 
 fn token(user: Uuid) -> anyhow::Result<String> {
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 7200})
-            .to_string(),
-    );
-    let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes())?;
-    mac.update(input.as_bytes());
-    Ok(format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    Ok(outpost_test_kit::supabase_access_token(
+        JWT_SECRET, user, 7200,
     ))
 }
 

@@ -30,20 +30,8 @@ const EVENTS_EACH: usize = 250;
 const JWT_SECRET: &str = "pipeline-bench-jwt-secret-with-at-least-32-characters";
 
 fn user_token(user: Uuid) -> anyhow::Result<String> {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use hmac::{Hmac, Mac};
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 3600})
-            .to_string(),
-    );
-    let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes())?;
-    mac.update(input.as_bytes());
-    Ok(format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    Ok(outpost_test_kit::supabase_access_token(
+        JWT_SECRET, user, 3600,
     ))
 }
 

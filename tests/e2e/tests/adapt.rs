@@ -6,11 +6,9 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use outpost_test_kit::fakes::openai::{FakeOpenAi, Script, over_long_variant, valid_adaptations};
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -70,20 +68,7 @@ async fn world_with(variables: &[(&str, &str)]) -> World {
 }
 
 fn token(user: Uuid) -> String {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 600})
-            .to_string(),
-    );
-    let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    outpost_test_kit::supabase_access_token(JWT_SECRET, user, 600)
 }
 
 impl World {

@@ -30,11 +30,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{SecondsFormat, Utc};
-use hmac::{Hmac, Mac};
 use outpost_test_kit::fakes::bluesky::{FakeBluesky, SeedPost};
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use uuid::Uuid;
 
 const SERVICE_DID: &str = "did:web:feeds.test";
@@ -994,23 +992,7 @@ async fn a_second_run_reads_only_new_posts() {
 }
 
 fn user_token(user: Uuid, exp_in: i64, secret: &str) -> String {
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({
-            "sub": user,
-            "role": "authenticated",
-            "aud": "authenticated",
-            "exp": Utc::now().timestamp() + exp_in,
-        })
-        .to_string(),
-    );
-    let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    outpost_test_kit::supabase_access_token(secret, user, exp_in)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

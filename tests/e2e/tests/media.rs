@@ -666,21 +666,7 @@ async fn the_store_refuses_a_wrong_secret_and_the_item_waits() {
 }
 
 fn user_token(user: Uuid) -> String {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use hmac::{Hmac, Mac};
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 600})
-            .to_string(),
-    );
-    let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    outpost_test_kit::supabase_access_token(JWT_SECRET, user, 600)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

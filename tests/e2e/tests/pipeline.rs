@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use outpost_test_kit::{FakeServer, S3Server, TestApp, TestDb, product_manifest, require_wasm};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -69,18 +68,7 @@ async fn world_with_limit(max_bytes: usize) -> World {
 }
 
 fn user_token(user: Uuid) -> String {
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
-    let claims = URL_SAFE_NO_PAD.encode(
-        json!({"sub": user, "role": "authenticated", "exp": chrono::Utc::now().timestamp() + 600})
-            .to_string(),
-    );
-    let input = format!("{header}.{claims}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
+    outpost_test_kit::supabase_access_token(JWT_SECRET, user, 600)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

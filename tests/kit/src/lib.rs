@@ -19,6 +19,7 @@ mod db;
 mod fake;
 pub mod fakes;
 mod s3;
+mod supabase;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use outpost_host::variables::VariableSources;
 pub use db::{TestDb, TestPostgres, test_postgres};
 pub use fake::{FakeServer, RecordedRequest, ResponseFuture};
 pub use s3::{BUCKETS, REGION, S3Server, s3s_fs_binary};
+pub use supabase::supabase_access_token;
 
 /// Errors of the kit.
 #[derive(Debug, thiserror::Error)]
