@@ -393,6 +393,27 @@ async fn webhooks_repeated_reordered_and_lost_end_the_same_and_polling_recovers(
         .await;
     assert!(report["polls"].as_object().unwrap().is_empty(), "{report}");
     assert_eq!(s.credits().await, 8, "successes are settled, not refunded");
+
+    // A prediction whose own token was retired is asked with the pool's
+    // next, which may belong to another Replicate account: its 404 proves
+    // nothing, and the generation keeps waiting for news.
+    let elsewhere: Uuid = s
+        .sql
+        .query_one(
+            "insert into public.generations (user_id, model_id, prompt, status, replicate_prediction_id,
+                                             replicate_token_id, polled_at)
+             values ($1, 'owner/model', 'elsewhere', 'processing', 'pred-of-another-account', $2,
+                     now() - interval '1 hour') returning id",
+            &[&s.user, &Uuid::new_v4()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let report = s
+        .run(json!({ "only": ["polls"], "poll_after_seconds": 0 }))
+        .await;
+    assert_eq!(report["polls"]["not_answered"], 1, "{report}");
+    assert_eq!(s.row(elsewhere).await.0, "processing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -708,15 +729,16 @@ async fn credits_never_go_negative_under_concurrent_dispatch_and_failures_are_re
     assert_eq!(s.credits().await, credits + 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lora_trains_from_the_owners_images_and_its_generation_runs_on_it() {
+/// A pending LoRA of the studio's user with two of the owner's images in
+/// the store, and a third row naming another user's folder that must never
+/// be used.
+async fn lora_with_images(s: &Studio) -> Uuid {
     use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
-    let s = studio(&[(GOOD_1, TokenAnswer::Valid)], 3).await;
     let other = Uuid::new_v4();
     s.sql
         .execute(
-            "insert into auth.users (id, email) values ($1, 'other@example.test')",
-            &[&other],
+            "insert into auth.users (id, email) values ($1, $2)",
+            &[&other, &format!("{other}@example.test")],
         )
         .await
         .unwrap();
@@ -771,6 +793,26 @@ async fn a_lora_trains_from_the_owners_images_and_its_generation_runs_on_it() {
             .await
             .unwrap();
     }
+    lora
+}
+
+/// The Replicate training id of a started LoRA.
+async fn training_of(s: &Studio, lora: Uuid) -> String {
+    s.sql
+        .query_one(
+            "select replicate_training_id from public.user_loras where id = $1",
+            &[&lora],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lora_trains_from_the_owners_images_and_its_generation_runs_on_it() {
+    let s = studio(&[(GOOD_1, TokenAnswer::Valid)], 3).await;
+    let lora = lora_with_images(&s).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let report = s.run(only(&["trainings"])).await;
     assert_eq!(report["trainings"]["started"], 1, "{report}");
@@ -867,6 +909,136 @@ async fn a_lora_trains_from_the_owners_images_and_its_generation_runs_on_it() {
         version.rsplit_once(':').unwrap().1
     );
     assert_eq!(creation.body["input"]["prompt"], "TOK on a beach");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_whose_webhook_is_lost_is_polled_and_its_weights_copied() {
+    let s = studio(&[(GOOD_1, TokenAnswer::Valid)], 3).await;
+    let lora = lora_with_images(&s).await;
+    let report = s.run(only(&["trainings"])).await;
+    assert_eq!(report["trainings"]["started"], 1, "{report}");
+    let training_id = training_of(&s, lora).await;
+    let status_of = |lora: Uuid| {
+        let sql = &s.sql;
+        async move {
+            sql.query_one(
+                "select status, coalesce(error, '') from public.user_loras where id = $1",
+                &[&lora],
+            )
+            .await
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .unwrap()
+        }
+    };
+
+    // Replicate finishes it, and its webhook is lost.
+    s.fake.set_delivery(Delivery {
+        drop: true,
+        ..Delivery::default()
+    });
+    let weights = OutputFile {
+        name: "trained_model.tar".into(),
+        content_type: "application/x-tar".into(),
+        bytes: bytes::Bytes::from_static(b"polled lora weights"),
+    };
+    s.fake.succeed_training(&training_id, weights).await;
+    let report = s.run(only(&["webhooks"])).await;
+    assert!(
+        report["webhooks"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
+    assert_eq!(status_of(lora).await.0, "training", "no webhook came");
+
+    // Not polled before its time without news ...
+    let report = s.run(only(&["polls"])).await;
+    assert!(
+        report["training_polls"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
+    // ... and then polled, applied as its webhook would have been.
+    let report = s
+        .run(json!({ "only": ["polls"], "poll_after_seconds": 0 }))
+        .await;
+    assert_eq!(report["training_polls"]["applied"], 1, "{report}");
+    assert_eq!(status_of(lora).await.0, "succeeded");
+    assert_eq!(
+        std::fs::read(s.s3.object_file("lora-models", &format!("{}/{lora}/weights.tar", s.user)))
+            .unwrap(),
+        b"polled lora weights"
+    );
+    assert_eq!(
+        s.count("select count(*) from public.notifications where type = 'lora_succeeded'")
+            .await,
+        1
+    );
+    assert_eq!(
+        s.count(&format!(
+            "select count(*) from public.api_logs where method = 'GET' and path = '/v1/trainings/{training_id}' and status_code = 200"
+        ))
+        .await,
+        1,
+        "asked once, with the token that made it"
+    );
+    let report = s
+        .run(json!({ "only": ["polls"], "poll_after_seconds": 0 }))
+        .await;
+    assert!(
+        report["training_polls"].as_object().unwrap().is_empty(),
+        "a finished training is not polled again: {report}"
+    );
+
+    // Replicate does not know a training: asked with the token that made it,
+    // it fails and its owner is told; asked with another account's token
+    // (its own retired), a 404 proves nothing and it keeps running.
+    let good_token: Uuid = s
+        .sql
+        .query_one(
+            "select id from public.replicate_tokens where is_active",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let forgotten = Uuid::new_v4();
+    let elsewhere = Uuid::new_v4();
+    for (id, training, token) in [
+        (forgotten, "gone-training-1", good_token),
+        (elsewhere, "other-account-training", Uuid::new_v4()),
+    ] {
+        s.sql
+            .execute(
+                "insert into public.user_loras (id, user_id, name, status, replicate_training_id,
+                                                replicate_token_id, training_polled_at)
+                 values ($1, $2, 'lost one', 'training', $3, $4, now() - interval '2 hours')",
+                &[&id, &s.user, &training, &token],
+            )
+            .await
+            .unwrap();
+    }
+    let report = s.run(only(&["polls"])).await;
+    assert_eq!(report["training_polls"]["lost"], 1, "{report}");
+    assert_eq!(report["training_polls"]["not_answered"], 1, "{report}");
+    assert_eq!(
+        status_of(forgotten).await,
+        (
+            "failed".to_string(),
+            "Replicate has no such training (HTTP 404 when polled)".to_string()
+        )
+    );
+    assert_eq!(status_of(elsewhere).await.0, "training");
+    assert_eq!(
+        s.count("select count(*) from public.notifications where type = 'lora_failed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        s.count(&format!(
+            "select count(*) from public.api_logs a where a::text like '%{GOOD_1}%'"
+        ))
+        .await,
+        0,
+        "no token in api_logs"
+    );
 }
 
 /// Posts `body` to the app's `/webhooks/replicate` as Replicate would,

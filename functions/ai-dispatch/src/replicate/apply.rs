@@ -1,7 +1,8 @@
 //! Replicate's news applied to generations: the webhooks the receiver
 //! stored (`ingested_items`, platform `replicate`, one per `webhook-id`)
-//! in order of `webhook-timestamp`, then arrival (migration 0028), and polls (`GET /v1/predictions/{id}`) of
-//! predictions whose webhook never came.
+//! in order of `webhook-timestamp`, then arrival (migration 0028), and polls
+//! (`GET /v1/predictions/{id}`, `GET /v1/trainings/{id}`, 0030) of
+//! predictions and trainings whose webhook never came.
 //!
 //! Order does not matter for correctness: `apply_replicate_prediction` is
 //! monotonic (a finished generation never changes; `starting` and
@@ -11,7 +12,7 @@
 //! `{user_id}/{generation_id}/{index}.{ext}`, and `output_urls` become our
 //! copies. `output_thumbs` stays empty: see [`THUMBNAILS`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -318,6 +319,7 @@ struct PoolToken {
 /// Polls predictions with no news for `poll_after_seconds`.
 pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
     let mut counts = BTreeMap::new();
+    let mut asked = BTreeSet::new();
     while ctx.time_left() {
         let batch: Vec<Poll> = ctx.db.call(
             &sql::CLAIM_REPLICATE_POLLS,
@@ -329,10 +331,16 @@ pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error
                 ParameterValue::Int32(20),
             ],
         )?;
-        if batch.is_empty() {
+        // With a short interval an unanswered poll is due again at once:
+        // ask each one once per run.
+        let fresh: Vec<&Poll> = batch
+            .iter()
+            .filter(|p| asked.insert(p.prediction_id.clone()))
+            .collect();
+        if fresh.is_empty() {
             break;
         }
-        for poll in &batch {
+        for poll in fresh {
             let outcome = poll_one(ctx, poll)?;
             *counts.entry(outcome).or_default() += 1;
         }
@@ -341,6 +349,9 @@ pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error
 }
 
 fn poll_one(ctx: &Context<'_>, poll: &Poll) -> Result<&'static str, Error> {
+    // A prediction belongs to the Replicate account of the token that made
+    // it; another account's token is answered 404 for it.
+    let own_token = poll.token.is_some();
     let token = match &poll.token {
         Some(token) => token.clone(),
         None => {
@@ -369,21 +380,95 @@ fn poll_one(ctx: &Context<'_>, poll: &Poll) -> Result<&'static str, Error> {
             let Ok(prediction) = reply.json::<Value>() else {
                 return Ok("unreadable");
             };
-            Ok(match apply(ctx, &prediction)? {
-                Applied::Done(answer) if answer.get("applied") == Some(&Value::Bool(true)) => {
-                    "applied"
-                }
-                Applied::Done(_) => "no_change",
-                Applied::Unknown(_) => "unknown_prediction",
-                Applied::Retry(_) => "retry",
-            })
+            Ok(poll_outcome(&apply(ctx, &prediction)?))
         }
-        404 => {
+        404 if own_token => {
             let lost = json!({"id": poll.prediction_id, "status": "failed",
                               "error": "Replicate has no such prediction (HTTP 404 when polled)"});
             ctx.db.call_json(
                 &sql::APPLY_REPLICATE_PREDICTION,
                 &[jsonb(&lost), ParameterValue::DbNull],
+            )?;
+            Ok("lost")
+        }
+        _ => Ok("not_answered"),
+    }
+}
+
+/// What a poll's answer came to, for the run's report.
+fn poll_outcome(applied: &Applied) -> &'static str {
+    match applied {
+        Applied::Done(answer) if answer.get("applied") == Some(&Value::Bool(true)) => "applied",
+        Applied::Done(_) => "no_change",
+        Applied::Unknown(_) => "unknown_prediction",
+        Applied::Retry(_) => "retry",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TrainingPoll {
+    training_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    own_token: bool,
+}
+
+/// Polls running LoRA trainings with no news for `poll_after_seconds`
+/// (migration 0030): a lost training webhook never leaves a LoRA
+/// `training` forever. Their answers go the way of a webhook's.
+pub fn run_training_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
+    let mut counts = BTreeMap::new();
+    let mut asked = BTreeSet::new();
+    while ctx.time_left() {
+        let batch: Vec<TrainingPoll> = ctx.db.call(
+            &sql::CLAIM_REPLICATE_TRAINING_POLLS,
+            &[
+                ctx.worker_id.clone().into(),
+                ParameterValue::Int32(
+                    i32::try_from(ctx.settings.poll_after_seconds).unwrap_or(300),
+                ),
+                ParameterValue::Int32(20),
+            ],
+        )?;
+        let fresh: Vec<&TrainingPoll> = batch
+            .iter()
+            .filter(|p| asked.insert(p.training_id.clone()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for poll in fresh {
+            let outcome = poll_training(ctx, poll)?;
+            *counts.entry(outcome).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn poll_training(ctx: &Context<'_>, poll: &TrainingPoll) -> Result<&'static str, Error> {
+    let Some(token) = &poll.token else {
+        return Ok("no_token");
+    };
+    let path = format!("/v1/trainings/{}", poll.training_id);
+    let (reply, call) = ctx.send("GET", &path, token, None, poll.user_id.as_deref(), None);
+    ctx.log_call(&call)?;
+    let Ok(reply) = reply else {
+        return Ok("unreachable");
+    };
+    match reply.status {
+        200 => {
+            let Ok(training) = reply.json::<Value>() else {
+                return Ok("unreadable");
+            };
+            Ok(poll_outcome(&apply(ctx, &training)?))
+        }
+        404 if poll.own_token => {
+            ctx.db.call_json(
+                &sql::LOSE_REPLICATE_TRAINING,
+                &[poll.training_id.clone().into()],
             )?;
             Ok("lost")
         }

@@ -1,6 +1,6 @@
 //! Replicate's work in one ai-dispatch run, in the order that loses the
 //! least: stored webhooks first (their output files are deleted after an
-//! hour), then polls of predictions whose webhook never came, then new
+//! hour), then polls of predictions and trainings whose webhook never came, then new
 //! generations, then the refund sweep.
 //!
 //! - [`apply`]: webhooks and polls -> outputs copied into the
@@ -194,6 +194,7 @@ pub fn run(db: &Database, settings: &Settings) -> Result<Value, Error> {
     }
     if settings.runs("polls") {
         report["polls"] = counts(apply::run_polls(&ctx)?);
+        report["training_polls"] = counts(apply::run_training_polls(&ctx)?);
     }
     if settings.runs("dispatch") {
         report["dispatch"] = counts(dispatch::run(&ctx)?);

@@ -5,7 +5,8 @@
 //! the destination model created (`POST /v1/models`, 409 when it exists)
 //! -> `POST /v1/models/{owner}/{name}/versions/{version}/trainings` with our
 //! webhook. The training's webhook is applied by [`super::apply`], which
-//! copies the weights into `lora-models`.
+//! copies the weights into `lora-models`; a training whose webhook never
+//! comes is polled there, with the token kept here.
 //!
 //! Variables: `replicate_lora_trainer` (`owner/name:version` of the
 //! trainer) and `replicate_lora_owner` (the Replicate account that owns
@@ -220,6 +221,7 @@ fn start(
                         ParameterValue::Uuid(item.id.clone()),
                         training_id.into(),
                         jsonb(&call),
+                        ParameterValue::Uuid(token.id.clone()),
                     ],
                 )
                 .map_err(|e| (e.to_string(), false, None))?;
