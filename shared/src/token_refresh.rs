@@ -9,7 +9,9 @@
 //! current key ([`crate::token_cipher::Keyring`]), and releases the lease in
 //! the same transaction, fenced by the lease token. So two workers never
 //! spend the same rotating refresh token, and a rotated token is stored
-//! before anything uses it.
+//! before anything uses it. A worker that stalled past its lease offers its
+//! rotated tokens once more (`keep_tokens_of_lost_lease`, 0031): they are
+//! kept when nobody saved others since its claim.
 //!
 //! Outcomes are never confused: a platform outage (timeout, 5xx, 429) keeps
 //! the tokens and retries with backoff; only the platform refusing the grant
@@ -45,6 +47,14 @@ pub const CLAIM_TOKEN_REFRESH: SqlCall = SqlCall {
 pub const FINISH_TOKEN_ROTATION: SqlCall = SqlCall {
     name: "finish_token_rotation",
     sql: "select public.finish_token_rotation($1::uuid, $2::bigint, $3::jsonb, $4::text::timestamptz) as finished",
+};
+
+/// Offers the rotated tokens of a worker whose lease ran out (`$1`
+/// account, `$2` the result it tried to finish with, `$3` now): kept when
+/// nobody saved others since its claim (migration 0031).
+pub const KEEP_TOKENS_OF_LOST_LEASE: SqlCall = SqlCall {
+    name: "keep_tokens_of_lost_lease",
+    sql: "select public.keep_tokens_of_lost_lease($1::uuid, $2::jsonb, $3::text::timestamptz) as kept",
 };
 
 /// How long a lease on one account lasts: far beyond one token request
@@ -356,7 +366,7 @@ pub fn rotate(
             },
         )?;
     }
-    let finished: Value = db.call(
+    let mut finished: Value = db.call(
         &FINISH_TOKEN_ROTATION,
         &[
             uuid_param(&claim.account_id)?,
@@ -365,6 +375,20 @@ pub fn rotate(
             rfc3339(now).into(),
         ],
     )?;
+    // The platform has already spent the old refresh token: tokens refused
+    // for a lost lease would leave the account unrenewable.
+    if finished.get("reason").and_then(Value::as_str) == Some("lease_lost")
+        && result.get("outcome").and_then(Value::as_str) == Some("refreshed")
+    {
+        finished = db.call(
+            &KEEP_TOKENS_OF_LOST_LEASE,
+            &[
+                uuid_param(&claim.account_id)?,
+                ParameterValue::Jsonb(result.to_string().into_bytes()),
+                rfc3339(now).into(),
+            ],
+        )?;
+    }
     if finished.get("saved").and_then(Value::as_bool) != Some(true) {
         rotated.outcome = Outcome::Lost;
         rotated.access_token = None;
