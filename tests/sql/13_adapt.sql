@@ -117,10 +117,10 @@ select throws_ok(format($$select public.adapt_save_platform(%L, '00000000-0000-4
 -- Who may call ----------------------------------------------------------------------------
 select is((select count(*)::int from public.api_logs where user_id = '00000000-0000-4000-8000-0000000013a2' and path = '/api/v1/chat/completions' and status_code = 200), 1,
   'one api_logs row for the call');
-select ok(not has_function_privilege('authenticated', 'public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz)', 'execute')
+select ok(not has_function_privilege('authenticated', 'public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz, integer)', 'execute')
           and not has_function_privilege('anon', 'public.adapt_save(uuid, text, text, uuid, text, text, jsonb, boolean, timestamptz)', 'execute'),
   'clients cannot call adapt''s functions with someone else''s user id');
-select ok(has_function_privilege('service_role', 'public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz)', 'execute'),
+select ok(has_function_privilege('service_role', 'public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz, integer)', 'execute'),
   'the component''s role can');
 
 select * from finish();

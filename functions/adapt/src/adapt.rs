@@ -1,7 +1,9 @@
 //! The three routes: adapt an idea, regenerate one platform's variant, read
 //! an adaptation back. Every model call is reserved in `ai_text_runs`
 //! within the daily limit before it is made, settled with its usage tokens
-//! after, and logged in `api_logs`.
+//! after, and logged in `api_logs`. While a request writes an idea, an
+//! identical request waits for its answer instead of paying for a second
+//! call (migration 0032).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -33,6 +35,11 @@ struct Prepared {
 #[derive(Deserialize)]
 struct Reservation {
     existing: Option<Value>,
+    /// An identical request is writing this idea now.
+    #[serde(default)]
+    in_flight: bool,
+    #[serde(default)]
+    retry_after_seconds: u64,
     #[serde(default)]
     allowed: bool,
     run_id: Option<Uuid>,
@@ -49,6 +56,9 @@ struct Reservation {
 #[derive(Deserialize)]
 struct Saved {
     ok: bool,
+    /// A twin was stored meanwhile; it is the answer.
+    #[serde(default)]
+    deduplicated: bool,
     adaptation: Option<Value>,
 }
 
@@ -75,15 +85,40 @@ fn json_answer(status: u16, row: &Value) -> Response {
     shared::response::json(status, row)
 }
 
+/// What one request has done so far, for its answer and its cleanup.
+#[derive(Default)]
+struct Progress {
+    /// Time spent waiting for the model (or for an identical request's
+    /// answer).
+    waited: Cell<Duration>,
+    /// Whether this request marked its idea as being written (0032).
+    marked: Cell<bool>,
+}
+
+impl Progress {
+    fn add_wait(&self, since: Instant) {
+        self.waited.set(self.waited.get() + since.elapsed());
+    }
+}
+
 /// The answer with `Server-Timing: model;dur=<ms>`: the time spent waiting
 /// for the model, so a client (and the benchmark) can tell the model's time
 /// from this component's own.
-fn timed(mut response: Response, spent: &Cell<Duration>) -> Response {
+fn timed(mut response: Response, progress: &Progress) -> Response {
     response.set_header(
         "server-timing",
-        format!("model;dur={:.3}", spent.get().as_secs_f64() * 1000.0),
+        format!(
+            "model;dur={:.3}",
+            progress.waited.get().as_secs_f64() * 1000.0
+        ),
     );
     response
+}
+
+/// How long a request's mark on its idea holds at most: two model calls
+/// and a margin. An identical request waits no longer than this.
+fn in_flight_seconds(config: &Config) -> u64 {
+    (config.timeout.as_secs() * 2 + 10).min(900)
 }
 
 /// `POST /adapt`: the stored adaptation (201), or the stored twin with the
@@ -121,20 +156,59 @@ pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
         schema_in_prompt: config.response_format == ResponseFormat::JsonObject,
     };
     let messages = prompt::messages(&templates, &brief)?;
-    let dedupe = (!asked.force).then_some(idea_hash.as_str());
-    let spent = Cell::new(Duration::ZERO);
+    let progress = Progress::default();
+    let new = NewAdaptation {
+        asked: &asked,
+        idea_hash: &idea_hash,
+        profile_id: profile.as_ref().map(|p| p.id),
+    };
+    let stored = write_and_store(&db, config, user, &new, &templates, messages, &progress);
+    if progress.marked.get() && !matches!(stored, Ok((201, _))) {
+        // Gave up, or a twin was stored meanwhile: a request waiting for
+        // this idea goes ahead now rather than when the mark expires.
+        if let Err(e) = db.call_json(
+            &sql::ADAPT_RELEASE_IDEA,
+            &[uuid_param(user), ParameterValue::Str(idea_hash)],
+        ) {
+            eprintln!("adapt: releasing the idea's in-flight mark failed: {e}");
+        }
+    }
+    let (status, row) = stored?;
+    Ok(timed(json_answer(status, &row), &progress))
+}
+
+/// One `POST /adapt` as [`write_and_store`] needs it.
+struct NewAdaptation<'a> {
+    asked: &'a AdaptRequest,
+    idea_hash: &'a str,
+    profile_id: Option<Uuid>,
+}
+
+/// The model's variants for a new adaptation, stored: `(201, row)`, or the
+/// stored twin `(200, row)`.
+fn write_and_store(
+    db: &Database,
+    config: &Config,
+    user: Uuid,
+    new: &NewAdaptation<'_>,
+    templates: &Templates,
+    messages: Vec<Message>,
+    progress: &Progress,
+) -> Result<(u16, Value)> {
+    let asked = new.asked;
+    let dedupe = (!asked.force).then_some(new.idea_hash);
     let generated = generate(
-        &db,
+        db,
         config,
         user,
-        &templates,
+        templates,
         messages,
         &asked.platforms,
         dedupe,
-        &spent,
+        progress,
     )?;
     let variants = match generated {
-        Generated::Existing(row) => return Ok(timed(json_answer(200, &row), &spent)),
+        Generated::Existing(row) => return Ok((200, row)),
         Generated::Variants(variants) => variants,
     };
     let adaptations: Map<String, Value> = variants
@@ -146,10 +220,8 @@ pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
         &[
             uuid_param(user),
             ParameterValue::Str(asked.idea.clone()),
-            ParameterValue::Str(idea_hash),
-            profile
-                .as_ref()
-                .map_or(ParameterValue::DbNull, |p| uuid_param(p.id)),
+            ParameterValue::Str(new.idea_hash.to_string()),
+            new.profile_id.map_or(ParameterValue::DbNull, uuid_param),
             text_param(asked.tone.as_deref()),
             text_param(asked.target_audience.as_deref()),
             ParameterValue::Jsonb(Value::Object(adaptations).to_string().into_bytes()),
@@ -157,7 +229,7 @@ pub fn create(config: &Config, user: Uuid, body: &[u8]) -> Result<Response> {
         ],
     )?;
     match (saved.ok, saved.adaptation) {
-        (true, Some(row)) => Ok(timed(json_answer(201, &row), &spent)),
+        (true, Some(row)) => Ok((if saved.deduplicated { 200 } else { 201 }, row)),
         // The profile was deleted or moved while the model wrote.
         _ => Err(AdaptError::VoiceProfileNotFound(
             "the voice profile is no longer one of yours".into(),
@@ -188,9 +260,9 @@ pub fn regenerate(config: &Config, user: Uuid, id: Uuid, body: &[u8]) -> Result<
         schema_in_prompt: config.response_format == ResponseFormat::JsonObject,
     };
     let messages = prompt::messages(&templates, &brief)?;
-    let spent = Cell::new(Duration::ZERO);
+    let progress = Progress::default();
     let Generated::Variants(variants) = generate(
-        &db, config, user, &templates, messages, &platforms, None, &spent,
+        &db, config, user, &templates, messages, &platforms, None, &progress,
     )?
     else {
         return Err(AdaptError::Shared(shared::Error::Database(
@@ -211,7 +283,7 @@ pub fn regenerate(config: &Config, user: Uuid, id: Uuid, body: &[u8]) -> Result<
         ],
     )?;
     match (saved.found, saved.adaptation) {
-        (true, Some(row)) => Ok(timed(json_answer(200, &row), &spent)),
+        (true, Some(row)) => Ok(timed(json_answer(200, &row), &progress)),
         _ => Err(not_found()),
     }
 }
@@ -278,8 +350,8 @@ fn evaluate(content: &str, platforms: &[Platform]) -> std::result::Result<Vec<Va
 }
 
 /// Asks the model (at most twice: an unusable or over-long answer is asked
-/// for once more), each call reserved, settled and logged; `spent` adds up
-/// the time waited for the model.
+/// for once more), each call reserved, settled and logged; `progress` adds
+/// up the time waited for the model.
 #[allow(clippy::too_many_arguments)] // one call site per route; a struct would only rename them
 fn generate(
     db: &Database,
@@ -289,9 +361,9 @@ fn generate(
     messages: Vec<Message>,
     platforms: &[Platform],
     dedupe: Option<&str>,
-    spent: &Cell<Duration>,
+    progress: &Progress,
 ) -> Result<Generated> {
-    let first = match call(db, config, user, &messages, platforms, dedupe, spent)? {
+    let first = match call(db, config, user, &messages, platforms, dedupe, progress)? {
         Called::Existing(row) => return Ok(Generated::Existing(row)),
         Called::Answered(content) => content,
     };
@@ -301,7 +373,7 @@ fn generate(
         Err(Problem::TooLong { kept, over, why }) => (RetryReason::TooLong, why, over, kept),
     };
     let retry = prompt::retry_messages(templates, &messages, &first, reason, &problem, &ask)?;
-    let Called::Answered(second) = call(db, config, user, &retry, &ask, None, spent)? else {
+    let Called::Answered(second) = call(db, config, user, &retry, &ask, None, progress)? else {
         return Err(AdaptError::Shared(shared::Error::Database(
             "adapt_reserve_run answered a stored adaptation without an idea hash".into(),
         )));
@@ -326,8 +398,9 @@ enum Called {
     Answered(String),
 }
 
-/// One model call: reserve (or find the stored twin), call, then settle
-/// and log it in one statement.
+/// One model call: reserve (or find the stored twin, waiting while an
+/// identical request writes it), call, then settle and log it in one
+/// statement.
 fn call(
     db: &Database,
     config: &Config,
@@ -335,19 +408,43 @@ fn call(
     messages: &[Message],
     platforms: &[Platform],
     dedupe: Option<&str>,
-    spent: &Cell<Duration>,
+    progress: &Progress,
 ) -> Result<Called> {
-    let reservation: Reservation = db.call(
-        &sql::ADAPT_RESERVE_RUN,
-        &[
-            uuid_param(user),
-            ParameterValue::Str(config.provider.clone()),
-            ParameterValue::Str(config.model.clone()),
-            ParameterValue::Str(prompt::prompt_hash(messages)),
-            ParameterValue::Int32(config.daily_limit),
-            text_param(dedupe),
-        ],
-    )?;
+    let bound = in_flight_seconds(config);
+    let waiting = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut waited = false;
+    let reservation: Reservation = loop {
+        let reservation: Reservation = db.call(
+            &sql::ADAPT_RESERVE_RUN,
+            &[
+                uuid_param(user),
+                ParameterValue::Str(config.provider.clone()),
+                ParameterValue::Str(config.model.clone()),
+                ParameterValue::Str(prompt::prompt_hash(messages)),
+                ParameterValue::Int32(config.daily_limit),
+                text_param(dedupe),
+                ParameterValue::Int32(i32::try_from(bound).unwrap_or(900)),
+            ],
+        )?;
+        if !reservation.in_flight {
+            break reservation;
+        }
+        // An identical request is writing this idea: its answer, not a
+        // second paid call, is this one's.
+        if waiting.elapsed() >= Duration::from_secs(bound) {
+            progress.add_wait(waiting);
+            return Err(AdaptError::StillWriting {
+                retry_after: reservation.retry_after_seconds.max(1),
+            });
+        }
+        std::thread::sleep(pause);
+        waited = true;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    };
+    if waited {
+        progress.add_wait(waiting);
+    }
     if let Some(row) = reservation.existing {
         return Ok(Called::Existing(row));
     }
@@ -359,9 +456,12 @@ fn call(
             retry_after: reservation.resets_in_seconds.max(1),
         });
     };
-    let waited = Instant::now();
+    if dedupe.is_some() {
+        progress.marked.set(true);
+    }
+    let asked_at = Instant::now();
     let (result, logged) = model::complete(config, messages, platforms, user);
-    spent.set(spent.get() + waited.elapsed());
+    progress.add_wait(asked_at);
     let answered = logged.status_code.is_some_and(|s| (200..300).contains(&s));
     let (input, output) = result
         .as_ref()

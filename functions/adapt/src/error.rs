@@ -57,6 +57,13 @@ pub enum AdaptError {
     /// The model declined to write the posts (422).
     #[error("{0}")]
     Refused(String),
+    /// An identical request has been writing this idea for longer than its
+    /// model calls may take (409 with `Retry-After`; migration 0032).
+    #[error("an identical request is still writing this idea; ask again in {retry_after} s")]
+    StillWriting {
+        /// Seconds until that request's mark expires at the latest.
+        retry_after: u64,
+    },
 }
 
 impl AdaptError {
@@ -69,6 +76,7 @@ impl AdaptError {
             AdaptError::ModelUnavailable { .. } => 503,
             AdaptError::ModelApi(_) | AdaptError::InvalidAnswer(_) | AdaptError::TooLong(_) => 502,
             AdaptError::Refused(_) => 422,
+            AdaptError::StillWriting { .. } => 409,
         }
     }
 
@@ -84,6 +92,7 @@ impl AdaptError {
             AdaptError::InvalidAnswer(_) => "invalid_model_answer",
             AdaptError::TooLong(_) => "variant_too_long",
             AdaptError::Refused(_) => "model_refused",
+            AdaptError::StillWriting { .. } => "idea_in_progress",
         }
     }
 
@@ -92,7 +101,8 @@ impl AdaptError {
         match self {
             AdaptError::Shared(shared::Error::DatabaseUnavailable(_)) => Some(1),
             AdaptError::DailyLimit { retry_after, .. }
-            | AdaptError::ModelUnavailable { retry_after, .. } => Some(*retry_after),
+            | AdaptError::ModelUnavailable { retry_after, .. }
+            | AdaptError::StillWriting { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -150,6 +160,11 @@ mod tests {
         assert_eq!(AdaptError::InvalidAnswer("x".into()).status(), 502);
         assert_eq!(AdaptError::Refused("x".into()).status(), 422);
         assert_eq!(AdaptError::VoiceProfileNotFound("x".into()).status(), 404);
+        let writing = AdaptError::StillWriting { retry_after: 30 };
+        assert_eq!(
+            (writing.status(), writing.code(), writing.retry_after()),
+            (409, "idea_in_progress", Some(30))
+        );
         let bad = AdaptError::from(shared::Error::BadRequest("x".into()));
         assert_eq!((bad.status(), bad.code()), (400, "bad_request"));
         assert_eq!(bad.retry_after(), None);

@@ -1,4 +1,4 @@
-//! The SQL calls of this component (migration 0025). Each returns one
+//! The SQL calls of this component (migrations 0025 and 0032). Each returns one
 //! `jsonb` value and takes the acting user, whose ownership the SQL
 //! function re-checks.
 
@@ -10,12 +10,20 @@ pub const ADAPT_PREPARE: SqlCall = SqlCall {
     sql: "select public.adapt_prepare($1::uuid, $2::uuid)",
 };
 
-/// A stored twin (by `$6` idea hash, when given) or one reserved
-/// `ai_text_runs` row within the daily limit: `$1` user, `$2` provider,
-/// `$3` model, `$4` prompt hash, `$5` daily limit, `$6` idea hash or null.
+/// A stored twin (by `$6` idea hash, when given), word that an identical
+/// request is writing it now, or one reserved `ai_text_runs` row within the
+/// daily limit (which marks the idea as being written for at most `$7`
+/// seconds; migration 0032): `$1` user, `$2` provider, `$3` model, `$4`
+/// prompt hash, `$5` daily limit, `$6` idea hash or null.
 pub const ADAPT_RESERVE_RUN: SqlCall = SqlCall {
     name: "adapt_reserve_run",
-    sql: "select public.adapt_reserve_run($1::uuid, $2::text, $3::text, $4::text, $5::int, $6::text)",
+    sql: "select public.adapt_reserve_run($1::uuid, $2::text, $3::text, $4::text, $5::int, $6::text, p_in_flight_seconds => $7::int)",
+};
+
+/// The writer of an idea gave up: its mark goes (`$1` user, `$2` idea hash).
+pub const ADAPT_RELEASE_IDEA: SqlCall = SqlCall {
+    name: "adapt_release_idea",
+    sql: "select public.adapt_release_idea($1::uuid, $2::text)",
 };
 
 /// Settles a reserved run and logs its provider call: `$1` run, `$2` user,

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outpost_test_kit::fakes::openai::{FakeOpenAi, Script, over_long_variant, valid_adaptations};
 use outpost_test_kit::{TestApp, TestDb, product_manifest, require_wasm};
@@ -403,6 +403,95 @@ async fn the_same_idea_is_not_paid_for_twice_unless_forced() {
         .await;
     assert_eq!(theirs.status, 201);
     assert_eq!(w.model.calls(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_requests_at_once_pay_for_one_model_call_and_a_failure_lets_the_next_go() {
+    let w = world().await;
+    let user = w.user().await;
+    w.profile(user, "Me", json!({"tone": ["plain"]}), &[]).await;
+    // The model takes a while, so the requests overlap.
+    w.model.set_latency(Duration::from_millis(1500));
+    let idea = json!({"idea": "Three identical clicks", "platforms": ["x", "bluesky"]});
+    let (a, b, c) = tokio::join!(
+        w.adapt(user, idea.clone()),
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            w.adapt(user, idea.clone()).await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            w.adapt(user, idea.clone()).await
+        },
+    );
+    let mut statuses = vec![a.status, b.status, c.status];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 200, 201],
+        "{} / {} / {}",
+        a.body,
+        b.body,
+        c.body
+    );
+    assert_eq!(
+        w.model.calls(),
+        1,
+        "one model call for three identical requests"
+    );
+    assert_eq!(
+        w.runs(user).await,
+        1,
+        "one run counted against the daily limit"
+    );
+    assert_eq!(w.adaptations(user).await, 1);
+    assert!(a.body["id"] == b.body["id"] && b.body["id"] == c.body["id"]);
+    // The waiting requests waited about as long as the model took.
+    for waiting in [&b, &c] {
+        let timing = waiting.server_timing.as_deref().unwrap();
+        let ms: f64 = timing.trim_start_matches("model;dur=").parse().unwrap();
+        assert!(ms >= 500.0, "{timing}");
+    }
+    assert_eq!(
+        w.sql
+            .query_one("select count(*) from public.adapt_ideas_in_flight", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0,
+        "the stored answer cleared the mark"
+    );
+
+    // The writer fails: the request waiting for it makes its own call
+    // instead of waiting out the mark.
+    w.model.script(Script::Status(500));
+    let other = json!({"idea": "A failing first writer", "platforms": ["x"]});
+    let started = Instant::now();
+    let (failed, second) = tokio::join!(w.adapt(user, other.clone()), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        w.adapt(user, other.clone()).await
+    });
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert_eq!(second.status, 201, "{}", second.body);
+    assert_eq!(w.model.calls(), 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "released, not expired: {:?}",
+        started.elapsed()
+    );
+    // Forced requests never wait and never mark.
+    let (f1, f2) = tokio::join!(
+        w.adapt(
+            user,
+            json!({"idea": "Three identical clicks", "platforms": ["x", "bluesky"], "force": true})
+        ),
+        w.adapt(
+            user,
+            json!({"idea": "Three identical clicks", "platforms": ["x", "bluesky"], "force": true})
+        ),
+    );
+    assert_eq!((f1.status, f2.status), (201, 201));
+    assert_eq!(w.model.calls(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

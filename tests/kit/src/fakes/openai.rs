@@ -22,8 +22,9 @@
 //! exactly the platforms the request's `response_format.json_schema.schema`
 //! requires (all four in JSON mode). [`FakeOpenAi::start_instant`] answers
 //! every call with one precomputed valid answer for all four platforms and
-//! no parsing, for benchmarks. Every request is recorded; [`FakeOpenAi::chats`]
-//! gives the prompts as sent.
+//! no parsing, for benchmarks. [`FakeOpenAi::set_latency`] makes every
+//! answer take that long (a model thinking). Every request is recorded;
+//! [`FakeOpenAi::chats`] gives the prompts as sent.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -36,6 +37,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -102,6 +104,8 @@ struct State {
     calls: u64,
     /// Precomputed answer of instant mode.
     instant: Option<Bytes>,
+    /// How long each answer takes.
+    latency: Duration,
 }
 
 /// The fake; cheap to clone, stops with the last clone.
@@ -146,7 +150,13 @@ impl FakeOpenAi {
         let handler_state = state.clone();
         let server = FakeServer::start_async(move |req: RecordedRequest| -> ResponseFuture {
             let answer = serve(&handler_state, &req);
-            Box::pin(async move { answer })
+            let latency = lock(&handler_state).latency;
+            Box::pin(async move {
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                answer
+            })
         })
         .await?;
         Ok(FakeOpenAi {
@@ -158,6 +168,12 @@ impl FakeOpenAi {
     /// `http://127.0.0.1:<port>` (the `adapt_api_url`; its base path is `/v1`).
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Makes every answer from now on take `latency` (decided when the
+    /// request arrives, answered after the wait).
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.state).latency = latency;
     }
 
     /// Queues what the next calls answer, in order.
