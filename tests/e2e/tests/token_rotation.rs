@@ -10,10 +10,12 @@
 //! revoked Strava app move the account to `token_expired` with a
 //! "Reconnect your ... account" notification, and stop; an account another
 //! worker holds the lease on is left alone; tokens sealed under an older key
-//! are re-sealed under the current one (the old key can then go); an
-//! Instagram token is renewed through `ig_refresh_token`; a LinkedIn token
-//! without a refresh token gets one reconnect notice; no token appears in
-//! any answer, heartbeat, notification, log row or error column.
+//! are re-sealed under the current one (the old key can then go); a worker
+//! whose lease was taken over after X rotated its refresh token keeps the
+//! rotated pair; an Instagram token is renewed through `ig_refresh_token`; a
+//! LinkedIn token without a refresh token gets one reconnect notice; no
+//! token appears in any answer, heartbeat, notification, log row or error
+//! column.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -534,6 +536,81 @@ async fn a_refused_grant_expires_the_account_notifies_its_user_and_stops() {
         ],
     )
     .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stalls_past_its_lease_keeps_the_refresh_token_x_already_rotated() {
+    let x = FakeX::start().await.unwrap();
+    let db = TestDb::new().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let user = create_user(&client).await;
+    let grant = x.grant("2001", "stalled", Utc::now().timestamp());
+    let old_refresh = grant.refresh_token.clone().unwrap();
+    let id = add_account(
+        &client,
+        user,
+        "x",
+        "2001",
+        (seal(&grant.access_token), Some(seal(&old_refresh))),
+        "k1",
+        Utc::now() + Duration::minutes(10),
+    )
+    .await;
+    let app = start(
+        &db,
+        Platforms {
+            x: Some(&x),
+            ..Platforms::default()
+        },
+        KEY,
+    )
+    .await;
+
+    // X rotates the refresh token at once but its answer is held; meanwhile
+    // the worker's lease is taken over by another refresher.
+    x.delay_token_answers(std::time::Duration::from_millis(1500));
+    let takeover = async {
+        loop {
+            if !rotation_state(&client, id).await["lease_token"].is_null() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        client
+            .execute(
+                "update public.account_token_rotation
+                    set lease_token = lease_token + 1000, locked_by = 'another-refresher',
+                        lease_expires_at = now() + interval '5 minutes'
+                  where account_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+    };
+    let (report, ()) = tokio::join!(run_job(&app), takeover);
+    assert_eq!(x.refreshes(), 1, "{report}");
+    assert!(
+        !x.refresh_valid(&old_refresh),
+        "X spent the old refresh token"
+    );
+
+    // The rotated pair is kept: the only refresh token X still honours.
+    let stored = account(&client, id).await;
+    assert_eq!(stored["status"], "active", "{stored}");
+    let stored_refresh = open(stored["refresh_token"].as_str().unwrap());
+    assert_ne!(stored_refresh, old_refresh);
+    assert!(
+        x.refresh_valid(&stored_refresh),
+        "the stored refresh token is the one X honours now"
+    );
+    assert_eq!(count(&report, "x", "refreshed"), 1, "{report}");
+    // The other refresher keeps its lease; its own finish will see the
+    // tokens changed and stand down.
+    assert_eq!(
+        rotation_state(&client, id).await["locked_by"],
+        "another-refresher"
+    );
     app.stop().await;
 }
 

@@ -120,6 +120,9 @@ struct State {
     next_id: u64,
     /// user id -> post times in the current window
     window: HashMap<String, VecDeque<DateTime<Utc>>>,
+    /// How long a token answer is held after the grant is done (tokens
+    /// already rotated): a caller that stalls meanwhile.
+    token_answer_delay: Duration,
 }
 
 /// The fake X; cheap to clone, stops with the last clone.
@@ -147,6 +150,7 @@ impl FakeX {
             faults: VecDeque::new(),
             next_id: 1_870_000_000_000_000_000,
             window: HashMap::new(),
+            token_answer_delay: Duration::ZERO,
         }));
         let handler_state = state.clone();
         let server = FakeServer::start_async(move |req: RecordedRequest| -> ResponseFuture {
@@ -158,6 +162,12 @@ impl FakeX {
             state,
             server: Arc::new(server),
         })
+    }
+
+    /// Holds every token answer `delay` after the grant is done (the
+    /// refresh token already rotated), as if the caller stalled.
+    pub fn delay_token_answers(&self, delay: Duration) {
+        lock(&self.state).token_answer_delay = delay;
     }
 
     /// `http://127.0.0.1:<port>` (the `x_api_url`).
@@ -393,7 +403,12 @@ async fn serve(state: Arc<Mutex<State>>, req: RecordedRequest) -> Answer {
         path.as_str(),
         "/i/oauth2/authorize" | "/2/oauth2/token" | "/2/oauth2/revoke" | "/2/users/me"
     ) {
-        return oauth_answer(&mut lock(&state), &req, &path);
+        let answer = oauth_answer(&mut lock(&state), &req, &path);
+        let delay = lock(&state).token_answer_delay;
+        if path == "/2/oauth2/token" && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        return answer;
     }
     if req.method == http::Method::POST && path == "/2/tweets" {
         let fault = lock(&state).faults.pop_front();
