@@ -73,15 +73,7 @@ fn token(user: Uuid) -> String {
 
 impl World {
     async fn user(&self) -> Uuid {
-        let user = Uuid::new_v4();
-        self.sql
-            .execute(
-                "insert into auth.users (id, email) values ($1, $2)",
-                &[&user, &format!("{user}@example.test")],
-            )
-            .await
-            .unwrap();
-        user
+        outpost_test_kit::create_user(&self.sql).await.unwrap()
     }
 
     /// A voice profile; the user's first becomes the default (seed rule).

@@ -122,15 +122,7 @@ async fn world() -> World {
 
 impl World {
     async fn user(&self) -> Uuid {
-        let user = Uuid::new_v4();
-        self.sql
-            .execute(
-                "insert into auth.users (id, email) values ($1, $2)",
-                &[&user, &format!("{user}@example.test")],
-            )
-            .await
-            .unwrap();
-        user
+        outpost_test_kit::create_user(&self.sql).await.unwrap()
     }
 
     async fn hop(&self, request: reqwest::RequestBuilder) -> Hop {

@@ -691,12 +691,7 @@ async fn service_jwts_are_checked_and_issuer_keys_cached() {
 
 /// A job run of the indexer through `POST /jobs/feed-indexer`.
 async fn run_indexer(app: &TestApp) -> Value {
-    let http = Http::new(app);
-    let answer = http
-        .post("/jobs/feed-indexer", Some(TestApp::JOB_SECRET))
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    answer.body["report"].clone()
+    app.run_job("feed-indexer", None).await.unwrap()["report"].clone()
 }
 
 async fn indexer_app(db: &TestDb, bsky: &FakeBluesky) -> TestApp {

@@ -65,31 +65,11 @@ async fn start(db: &TestDb, fakes: Fakes<'_>) -> TestApp {
 
 /// `POST /jobs/ingest` with the job secret: the run's report.
 async fn run_job(app: &TestApp) -> Value {
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{}/jobs/ingest", app.url()))
-        .bearer_auth(TestApp::JOB_SECRET)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body["report"].clone()
+    app.run_job("ingest", None).await.unwrap()["report"].clone()
 }
 
 async fn create_user(client: &Client) -> Uuid {
-    let id = Uuid::new_v4();
-    client
-        .execute(
-            "insert into auth.users (id, email) values ($1, $2)",
-            &[&id, &format!("{id}@example.test")],
-        )
-        .await
-        .unwrap();
-    id
+    outpost_test_kit::create_user(client).await.unwrap()
 }
 
 fn seal(plain: &str) -> String {

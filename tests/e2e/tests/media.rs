@@ -300,20 +300,11 @@ impl World {
     }
 
     async fn run(&self, settings: Value) -> Value {
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("{}/jobs/media-fetch", self.app.url()))
-            .bearer_auth(TestApp::JOB_SECRET)
-            .body(settings.to_string())
-            .send()
+        self.app
+            .run_job("media-fetch", Some(&settings))
             .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        body["report"].clone()
+            .unwrap()["report"]
+            .clone()
     }
 
     /// `(status, error, attempts)` of a download.

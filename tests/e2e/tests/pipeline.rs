@@ -84,15 +84,7 @@ fn file(len: usize, seed: u8) -> Vec<u8> {
 
 impl World {
     async fn user(&self) -> Uuid {
-        let user = Uuid::new_v4();
-        self.sql
-            .execute(
-                "insert into auth.users (id, email) values ($1, $2)",
-                &[&user, &format!("{user}@example.test")],
-            )
-            .await
-            .unwrap();
-        user
+        outpost_test_kit::create_user(&self.sql).await.unwrap()
     }
 
     fn url(&self, path: &str) -> String {
@@ -198,15 +190,7 @@ impl World {
     }
 
     async fn run_job(&self) -> Value {
-        let (status, body) = self
-            .send(
-                self.http
-                    .post(self.url("/jobs/pipeline"))
-                    .bearer_auth(TestApp::JOB_SECRET),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["report"].clone()
+        self.app.run_job("pipeline", None).await.unwrap()["report"].clone()
     }
 }
 

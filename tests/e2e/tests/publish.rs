@@ -106,15 +106,7 @@ async fn world() -> World {
 
 impl World {
     async fn user(&self) -> Uuid {
-        let id = Uuid::new_v4();
-        self.sql
-            .execute(
-                "insert into auth.users (id, email) values ($1, $2)",
-                &[&id, &format!("{id}@example.test")],
-            )
-            .await
-            .unwrap();
-        id
+        outpost_test_kit::create_user(&self.sql).await.unwrap()
     }
 
     /// A Bluesky account on the fake PDS and in `connected_accounts`, its
@@ -220,21 +212,11 @@ impl World {
 
     /// `POST /jobs/schedule-claim` with `settings`; the run's report.
     async fn run(&self, settings: Value) -> Value {
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("{}/jobs/schedule-claim", self.app.url()))
-            .bearer_auth(TestApp::JOB_SECRET)
-            .json(&settings)
-            .timeout(Duration::from_secs(120))
-            .send()
+        self.app
+            .run_job("schedule-claim", Some(&settings))
             .await
-            .unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        body["report"].clone()
+            .unwrap()["report"]
+            .clone()
     }
 
     async fn post_row(&self, id: Uuid) -> Value {

@@ -16,15 +16,7 @@ use tokio_postgres::Client;
 
 /// A user to own queue items (auth.users insert -> public.users by trigger).
 async fn create_user(client: &Client) -> uuid::Uuid {
-    let id = uuid::Uuid::new_v4();
-    client
-        .execute(
-            "insert into auth.users (id, email) values ($1, $2)",
-            &[&id, &format!("{id}@example.test")],
-        )
-        .await
-        .unwrap();
-    id
+    outpost_test_kit::create_user(client).await.unwrap()
 }
 
 async fn call(

@@ -154,20 +154,10 @@ impl Studio {
 }
 
 async fn run_job(base: &str, settings: Value) -> Value {
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{base}/jobs/ai-dispatch"))
-        .bearer_auth(TestApp::JOB_SECRET)
-        .body(json!({ "replicate": settings }).to_string())
-        .send()
+    outpost_test_kit::run_job(base, "ai-dispatch", Some(&json!({ "replicate": settings })))
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body["report"]["replicate"].clone()
+        .unwrap()["report"]["replicate"]
+        .clone()
 }
 
 fn only(parts: &[&str]) -> Value {

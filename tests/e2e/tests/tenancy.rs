@@ -56,14 +56,7 @@ fn publishing_components() -> Vec<&'static str> {
 }
 
 async fn user(sql: &Client) -> Uuid {
-    let id = Uuid::new_v4();
-    sql.execute(
-        "insert into auth.users (id, email) values ($1, $2)",
-        &[&id, &format!("{id}@example.test")],
-    )
-    .await
-    .unwrap();
-    id
+    outpost_test_kit::create_user(sql).await.unwrap()
 }
 
 /// A Bluesky account row (as the superuser), its app password in Vault,
@@ -163,17 +156,11 @@ async fn publishing() -> Publishing {
 impl Publishing {
     /// `POST /jobs/schedule-claim`; the run's report.
     async fn run(&self) -> Value {
-        let response = http()
-            .post(format!("{}/jobs/schedule-claim", self.app.url()))
-            .bearer_auth(TestApp::JOB_SECRET)
-            .json(&json!({"metrics": false}))
-            .send()
+        self.app
+            .run_job("schedule-claim", Some(&json!({"metrics": false})))
             .await
-            .unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        body["report"].clone()
+            .unwrap()["report"]
+            .clone()
     }
 
     fn posts_of(&self, account: &FakeAccount) -> usize {

@@ -70,31 +70,11 @@ async fn start(db: &TestDb, platforms: Platforms<'_>, keys: &str) -> TestApp {
 
 /// `POST /jobs/token-rotation` with the job secret: the run's report.
 async fn run_job(app: &TestApp) -> Value {
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{}/jobs/token-rotation", app.url()))
-        .bearer_auth(TestApp::JOB_SECRET)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body["report"].clone()
+    app.run_job("token-rotation", None).await.unwrap()["report"].clone()
 }
 
 async fn create_user(client: &Client) -> Uuid {
-    let id = Uuid::new_v4();
-    client
-        .execute(
-            "insert into auth.users (id, email) values ($1, $2)",
-            &[&id, &format!("{id}@example.test")],
-        )
-        .await
-        .unwrap();
-    id
+    outpost_test_kit::create_user(client).await.unwrap()
 }
 
 /// A verified, active account with sealed tokens (key id `key_id`).

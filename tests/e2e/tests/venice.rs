@@ -57,14 +57,7 @@ async fn world_with_key(app_key: &str) -> World {
 impl World {
     /// A user with `credits`.
     async fn user(&self, credits: i32) -> Uuid {
-        let user = Uuid::new_v4();
-        self.sql
-            .execute(
-                "insert into auth.users (id, email) values ($1, $2)",
-                &[&user, &format!("{user}@example.test")],
-            )
-            .await
-            .unwrap();
+        let user = outpost_test_kit::create_user(&self.sql).await.unwrap();
         self.sql
             .execute(
                 "update public.users set credits = $2 where id = $1",
@@ -90,20 +83,7 @@ impl World {
 
     /// `POST /jobs/ai-dispatch` with `body`; the Venice part of the report.
     async fn run(&self, body: Value) -> Value {
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("{}/jobs/ai-dispatch", self.app.url()))
-            .bearer_auth(TestApp::JOB_SECRET)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        body["report"]["venice"].clone()
+        self.app.run_job("ai-dispatch", Some(&body)).await.unwrap()["report"]["venice"].clone()
     }
 
     /// `(status, attempt_count, last_error, dead)` of a job.

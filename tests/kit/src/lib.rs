@@ -32,7 +32,7 @@ use outpost_host::variables::VariableSources;
 pub use db::{TestDb, TestPostgres, test_postgres};
 pub use fake::{FakeServer, RecordedRequest, ResponseFuture};
 pub use s3::{BUCKETS, REGION, S3Server, s3s_fs_binary};
-pub use supabase::supabase_access_token;
+pub use supabase::{create_user, supabase_access_token};
 
 /// Errors of the kit.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,36 @@ pub enum KitError {
     /// Socket trouble.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A job run over HTTP was not answered 200 (status and body).
+    #[error("job run answered {0}")]
+    Job(String),
+}
+
+/// [`TestApp::run_job`] against the app at `base_url`, for tasks that hold
+/// only its address.
+pub async fn run_job(
+    base_url: &str,
+    job: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, KitError> {
+    let job_error = |e: reqwest::Error| KitError::Job(e.to_string());
+    let mut request = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(job_error)?
+        .post(format!("{base_url}/jobs/{job}"))
+        .bearer_auth(TestApp::JOB_SECRET);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.map_err(job_error)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(job_error)?;
+    if status != 200 {
+        return Err(KitError::Job(format!("{status}: {text}")));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| KitError::Job(format!("200 but not JSON ({e}): {text}")))
 }
 
 /// The repository root.
@@ -231,6 +261,16 @@ impl TestApp {
     /// The loaded application (variables, instantiation timing, ...).
     pub fn app(&self) -> &App {
         &self.app
+    }
+
+    /// Runs a job as its scheduler does: `POST /jobs/{job}` with the job
+    /// secret and `body` (JSON); the answer (`{"report": ...}`).
+    pub async fn run_job(
+        &self,
+        job: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, KitError> {
+        run_job(&self.url, job, body).await
     }
 
     /// Fires a cron component now.

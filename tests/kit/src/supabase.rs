@@ -1,6 +1,7 @@
 //! Supabase access tokens as the Supabase Auth server issues them: an HS256
 //! JWT signed with the project's JWT secret (the app's `supabase_jwt_secret`),
-//! with the user's id as `sub` and the `authenticated` role and audience.
+//! with the user's id as `sub` and the `authenticated` role and audience;
+//! and users as Supabase Auth creates them.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,4 +30,16 @@ pub fn supabase_access_token(secret: &str, user: Uuid, expires_in: i64) -> Strin
         "{input}.{}",
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     )
+}
+
+/// A new user as Supabase Auth signs one up: an `auth.users` row (the
+/// schema's trigger adds `public.users`), email `<id>@example.test`.
+pub async fn create_user(sql: &tokio_postgres::Client) -> Result<Uuid, tokio_postgres::Error> {
+    let id = Uuid::new_v4();
+    sql.execute(
+        "insert into auth.users (id, email) values ($1, $2)",
+        &[&id, &format!("{id}@example.test")],
+    )
+    .await?;
+    Ok(id)
 }
