@@ -39,8 +39,9 @@ $$;
 
 -- Trainings still running p_after_seconds after their last news (or last
 -- poll), marked polled now: [{"id", "training_id", "user_id", "token_id",
--- "token", "own_token"}]. "token" is the one that created the training
--- while it is active, otherwise the next in the pool ("own_token": false).
+-- "token"}], like claim_replicate_polls: "token" is the one that created
+-- the training while it is active, otherwise null (the worker then asks
+-- with the pool's next, whose 404 proves nothing).
 create function public.claim_replicate_training_polls(
   p_worker_id text,
   p_after_seconds integer,
@@ -52,7 +53,6 @@ set search_path = ''
 as $$
 declare
   v_items jsonb;
-  v_pool jsonb;
 begin
   if p_worker_id is null or length(p_worker_id) = 0 then
     raise exception 'claim: p_worker_id is required' using errcode = '22023';
@@ -75,19 +75,10 @@ begin
   )
   select coalesce(jsonb_agg(jsonb_build_object(
            'id', m.id, 'training_id', m.replicate_training_id, 'user_id', m.user_id,
-           'token_id', t.id, 'token', t.token, 'own_token', t.id is not null)), '[]'::jsonb)
+           'token_id', t.id, 'token', t.token)), '[]'::jsonb)
     into v_items
     from marked m
     left join public.replicate_tokens t on t.id = m.replicate_token_id and t.is_active;
-  -- Trainings whose own token is gone ask with the pool's next one.
-  if exists (select 1 from jsonb_array_elements(v_items) e where e->>'token' is null) then
-    v_pool := public.next_replicate_token();
-    select coalesce(jsonb_agg(case when e->>'token' is null and v_pool is not null
-                                   then e || jsonb_build_object('token_id', v_pool->'id', 'token', v_pool->'token')
-                                   else e end), '[]'::jsonb)
-      into v_items
-      from jsonb_array_elements(v_items) e;
-  end if;
   return v_items;
 end
 $$;

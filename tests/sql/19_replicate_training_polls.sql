@@ -1,6 +1,6 @@
 -- 19_replicate_training_polls.sql: LoRA trainings whose webhook never came
 -- are handed out for polling once per interval, with the token that made
--- them (or the pool's next, marked not theirs), and a training Replicate
+-- them (none once it is retired), and a training Replicate
 -- does not know fails and tells its owner (migration 0030).
 begin;
 set local client_min_messages = warning;
@@ -35,17 +35,17 @@ create temp table polls as select public.claim_replicate_training_polls('w19', 3
 select is((select jsonb_array_length(p) from polls), 2, 'both are due after it');
 select is((select e->>'token' from polls, jsonb_array_elements(p) e where e->>'training_id' = 'train-19a'),
   'r8_secret_one', 'each with the token that created it');
-select is((select bool_and((e->>'own_token')::boolean) from polls, jsonb_array_elements(p) e), true,
-  'marked as its own');
+select is((select count(*)::int from polls, jsonb_array_elements(p) e where e->>'token' is null), 0,
+  'every one has its own');
 select is(public.claim_replicate_training_polls('w19b', 300, 10, pg_temp.t('301 seconds')), '[]'::jsonb,
   'a polled training is not handed out again within the interval');
 
--- Its own token retired: the pool's next asks, marked not its own.
+-- Its own token retired: no token is handed out (the worker asks with the pool's next).
 update public.replicate_tokens set is_active = false where id = '00000000-0000-4000-8000-00000019f001';
 create temp table polls2 as select public.claim_replicate_training_polls('w19', 300, 10, pg_temp.t('600 seconds')) as p;
-select is((select e->>'token' || '/' || (e->>'own_token') from polls2, jsonb_array_elements(p) e
+select is((select coalesce(e->>'token', 'none') from polls2, jsonb_array_elements(p) e
             where e->>'training_id' = 'train-19a'),
-  'r8_secret_two/false', 'a training whose token was retired is asked with the pool''s next');
+  'none', 'a training whose token was retired gets none of another account');
 
 -- Finished trainings are never polled.
 update public.user_loras set status = 'succeeded' where id = '00000000-0000-4000-8000-00000019e002';

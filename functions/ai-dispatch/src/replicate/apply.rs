@@ -16,8 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use shared::Error;
+use shared::sql::SqlCall;
 use spin_sdk::pg4::ParameterValue;
 
 use super::copy::{self, CopyFailure};
@@ -312,17 +314,89 @@ struct Poll {
 }
 
 #[derive(Debug, Deserialize)]
+struct TrainingPoll {
+    training_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
 struct PoolToken {
     token: String,
 }
 
 /// Polls predictions with no news for `poll_after_seconds`.
 pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
+    poll_due(
+        ctx,
+        &sql::CLAIM_REPLICATE_POLLS,
+        |p: &Poll| &p.prediction_id,
+        |ctx, p| {
+            let lose = || {
+                let lost = json!({"id": p.prediction_id, "status": "failed",
+                                  "error": "Replicate has no such prediction (HTTP 404 when polled)"});
+                ctx.db
+                    .call_json(
+                        &sql::APPLY_REPLICATE_PREDICTION,
+                        &[jsonb(&lost), ParameterValue::DbNull],
+                    )
+                    .map(drop)
+            };
+            ask(
+                ctx,
+                &format!("/v1/predictions/{}", p.prediction_id),
+                p.token.as_deref(),
+                (p.user_id.as_deref(), p.model_id.as_deref()),
+                lose,
+            )
+        },
+    )
+}
+
+/// Polls running LoRA trainings with no news for `poll_after_seconds`
+/// (migration 0030): a lost training webhook never leaves a LoRA
+/// `training` forever. Their answers go the way of a webhook's.
+pub fn run_training_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
+    poll_due(
+        ctx,
+        &sql::CLAIM_REPLICATE_TRAINING_POLLS,
+        |p: &TrainingPoll| &p.training_id,
+        |ctx, p| {
+            let lose = || {
+                ctx.db
+                    .call_json(
+                        &sql::LOSE_REPLICATE_TRAINING,
+                        &[p.training_id.clone().into()],
+                    )
+                    .map(drop)
+            };
+            ask(
+                ctx,
+                &format!("/v1/trainings/{}", p.training_id),
+                p.token.as_deref(),
+                (p.user_id.as_deref(), None),
+                lose,
+            )
+        },
+    )
+}
+
+/// Claims what `claim` hands out (`$1` worker, `$2` seconds without news,
+/// `$3` max) and polls each once per run (with a short interval an
+/// unanswered poll is due again at once); answers counts by outcome.
+fn poll_due<T: DeserializeOwned>(
+    ctx: &Context<'_>,
+    claim: &SqlCall,
+    key: impl Fn(&T) -> &str,
+    poll: impl Fn(&Context<'_>, &T) -> Result<&'static str, Error>,
+) -> Result<BTreeMap<&'static str, u32>, Error> {
     let mut counts = BTreeMap::new();
     let mut asked = BTreeSet::new();
     while ctx.time_left() {
-        let batch: Vec<Poll> = ctx.db.call(
-            &sql::CLAIM_REPLICATE_POLLS,
+        let batch: Vec<T> = ctx.db.call(
+            claim,
             &[
                 ctx.worker_id.clone().into(),
                 ParameterValue::Int32(
@@ -331,29 +405,34 @@ pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error
                 ParameterValue::Int32(20),
             ],
         )?;
-        // With a short interval an unanswered poll is due again at once:
-        // ask each one once per run.
-        let fresh: Vec<&Poll> = batch
+        let fresh: Vec<&T> = batch
             .iter()
-            .filter(|p| asked.insert(p.prediction_id.clone()))
+            .filter(|item| asked.insert(key(item).to_string()))
             .collect();
         if fresh.is_empty() {
             break;
         }
-        for poll in fresh {
-            let outcome = poll_one(ctx, poll)?;
-            *counts.entry(outcome).or_default() += 1;
+        for item in fresh {
+            *counts.entry(poll(ctx, item)?).or_default() += 1;
         }
     }
     Ok(counts)
 }
 
-fn poll_one(ctx: &Context<'_>, poll: &Poll) -> Result<&'static str, Error> {
-    // A prediction belongs to the Replicate account of the token that made
-    // it; another account's token is answered 404 for it.
-    let own_token = poll.token.is_some();
-    let token = match &poll.token {
-        Some(token) => token.clone(),
+/// `GET {path}` of one prediction or training, with the token that created
+/// it (`own_token`) or, once that one is retired, the pool's next; the
+/// answer applied as its webhook would be. A prediction or training
+/// belongs to the Replicate account of its token, and another account's
+/// token is answered 404 for it: only a 404 to its own token `lose`s it.
+fn ask(
+    ctx: &Context<'_>,
+    path: &str,
+    own_token: Option<&str>,
+    (user_id, model_id): (Option<&str>, Option<&str>),
+    lose: impl FnOnce() -> Result<(), Error>,
+) -> Result<&'static str, Error> {
+    let token = match own_token {
+        Some(token) => token.to_string(),
         None => {
             let pooled: Option<PoolToken> = ctx.db.call(&sql::NEXT_REPLICATE_TOKEN, &[])?;
             match pooled {
@@ -362,114 +441,27 @@ fn poll_one(ctx: &Context<'_>, poll: &Poll) -> Result<&'static str, Error> {
             }
         }
     };
-    let path = format!("/v1/predictions/{}", poll.prediction_id);
-    let (reply, call) = ctx.send(
-        "GET",
-        &path,
-        &token,
-        None,
-        poll.user_id.as_deref(),
-        poll.model_id.as_deref(),
-    );
+    let (reply, call) = ctx.send("GET", path, &token, None, user_id, model_id);
     ctx.log_call(&call)?;
     let Ok(reply) = reply else {
         return Ok("unreachable");
     };
     match reply.status {
         200 => {
-            let Ok(prediction) = reply.json::<Value>() else {
+            let Ok(answer) = reply.json::<Value>() else {
                 return Ok("unreadable");
             };
-            Ok(poll_outcome(&apply(ctx, &prediction)?))
+            Ok(match apply(ctx, &answer)? {
+                Applied::Done(answer) if answer.get("applied") == Some(&Value::Bool(true)) => {
+                    "applied"
+                }
+                Applied::Done(_) => "no_change",
+                Applied::Unknown(_) => "unknown_prediction",
+                Applied::Retry(_) => "retry",
+            })
         }
-        404 if own_token => {
-            let lost = json!({"id": poll.prediction_id, "status": "failed",
-                              "error": "Replicate has no such prediction (HTTP 404 when polled)"});
-            ctx.db.call_json(
-                &sql::APPLY_REPLICATE_PREDICTION,
-                &[jsonb(&lost), ParameterValue::DbNull],
-            )?;
-            Ok("lost")
-        }
-        _ => Ok("not_answered"),
-    }
-}
-
-/// What a poll's answer came to, for the run's report.
-fn poll_outcome(applied: &Applied) -> &'static str {
-    match applied {
-        Applied::Done(answer) if answer.get("applied") == Some(&Value::Bool(true)) => "applied",
-        Applied::Done(_) => "no_change",
-        Applied::Unknown(_) => "unknown_prediction",
-        Applied::Retry(_) => "retry",
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct TrainingPoll {
-    training_id: String,
-    #[serde(default)]
-    user_id: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    own_token: bool,
-}
-
-/// Polls running LoRA trainings with no news for `poll_after_seconds`
-/// (migration 0030): a lost training webhook never leaves a LoRA
-/// `training` forever. Their answers go the way of a webhook's.
-pub fn run_training_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
-    let mut counts = BTreeMap::new();
-    let mut asked = BTreeSet::new();
-    while ctx.time_left() {
-        let batch: Vec<TrainingPoll> = ctx.db.call(
-            &sql::CLAIM_REPLICATE_TRAINING_POLLS,
-            &[
-                ctx.worker_id.clone().into(),
-                ParameterValue::Int32(
-                    i32::try_from(ctx.settings.poll_after_seconds).unwrap_or(300),
-                ),
-                ParameterValue::Int32(20),
-            ],
-        )?;
-        let fresh: Vec<&TrainingPoll> = batch
-            .iter()
-            .filter(|p| asked.insert(p.training_id.clone()))
-            .collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for poll in fresh {
-            let outcome = poll_training(ctx, poll)?;
-            *counts.entry(outcome).or_default() += 1;
-        }
-    }
-    Ok(counts)
-}
-
-fn poll_training(ctx: &Context<'_>, poll: &TrainingPoll) -> Result<&'static str, Error> {
-    let Some(token) = &poll.token else {
-        return Ok("no_token");
-    };
-    let path = format!("/v1/trainings/{}", poll.training_id);
-    let (reply, call) = ctx.send("GET", &path, token, None, poll.user_id.as_deref(), None);
-    ctx.log_call(&call)?;
-    let Ok(reply) = reply else {
-        return Ok("unreachable");
-    };
-    match reply.status {
-        200 => {
-            let Ok(training) = reply.json::<Value>() else {
-                return Ok("unreadable");
-            };
-            Ok(poll_outcome(&apply(ctx, &training)?))
-        }
-        404 if poll.own_token => {
-            ctx.db.call_json(
-                &sql::LOSE_REPLICATE_TRAINING,
-                &[poll.training_id.clone().into()],
-            )?;
+        404 if own_token.is_some() => {
+            lose()?;
             Ok("lost")
         }
         _ => Ok("not_answered"),
