@@ -20,12 +20,13 @@
 --   user notified); retire_replicate_token() deactivates a refused token
 --   and tells the admins, once.
 -- * Webhooks the receiver stored (ingested_items, platform replicate):
---   claim_replicate_webhooks() in order of arrival, apply_replicate_prediction()
+--   claim_replicate_webhooks() in the order Replicate sent them, apply_replicate_prediction()
 --   for a webhook or a poll: monotonic (a late processing never overwrites
 --   a finished generation; repeats are no-ops), cost from metrics.predict_time
 --   and replicate_model_prices, credits settled or refunded, the user notified.
--- * Polling: claim_replicate_polls() hands out generations still
---   processing after a delay, with the token that created them.
+-- * Polling: claim_replicate_polls() and claim_replicate_training_polls()
+--   hand out generations and LoRA trainings still running after a delay,
+--   with the token that created them.
 -- * LoRA trainings: claim_lora_trainings() (pending -> uploading under a
 --   lease, the owner's own images only), start_lora_training(),
 --   fail_lora_training(), apply_replicate_training() (weights copied,
@@ -407,8 +408,39 @@ $$;
 
 -- Applying predictions (webhooks and polls) -------------------------------------------------
 
--- Pending Replicate webhooks, oldest arrival first, leased like any queue
--- item (finish with complete_ingested_item / fail_ingested_item).
+-- Stored webhooks are applied in the order Replicate sent them, not the
+-- order they arrived: the receiver (functions/webhook-receiver) keeps each
+-- Replicate webhook's verified `webhook-timestamp` (Unix seconds) in the
+-- stored payload under `webhook_timestamp` (no column: the prediction object
+-- has no such field). Items stored without it (a body that is not a JSON
+-- object) count as sent when they arrived. Repeats of one webhook-id are
+-- deduplicated at storing, so the first delivery's timestamp is kept. Order
+-- is a courtesy, not what correctness rests on: apply_replicate_prediction()
+-- stays monotonic (finished is final).
+
+-- When a stored Replicate webhook was sent: its `webhook_timestamp`, when it
+-- is a plausible Unix time in seconds, else p_received_at.
+create function public.replicate_webhook_sent_at(p_payload jsonb, p_received_at timestamptz)
+returns timestamptz
+language sql immutable
+set search_path = ''
+as $$
+  select case
+    when jsonb_typeof(p_payload) = 'object'
+     and jsonb_typeof(p_payload -> 'webhook_timestamp') = 'number'
+     and (p_payload ->> 'webhook_timestamp')::numeric between 0 and 32503680000
+    then to_timestamp((p_payload ->> 'webhook_timestamp')::double precision)
+    else p_received_at
+  end
+$$;
+comment on function public.replicate_webhook_sent_at(jsonb, timestamptz) is
+  'When Replicate sent a stored webhook: the verified webhook-timestamp the receiver kept in the payload, else its arrival.';
+revoke all on function public.replicate_webhook_sent_at(jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.replicate_webhook_sent_at(jsonb, timestamptz) to service_role;
+
+-- Pending Replicate webhooks, earliest sent first (then earliest arrival),
+-- leased like any queue item (finish with complete_ingested_item /
+-- fail_ingested_item). Each item carries `sent_at`.
 create function public.claim_replicate_webhooks(
   p_worker_id text,
   p_lease_seconds integer,
@@ -430,14 +462,14 @@ begin
   end if;
   perform public.queue_release_expired('ingested_items', p_now);
   with locked as (
-    select q.id
+    select q.id, public.replicate_webhook_sent_at(q.payload, q.received_at) as sent_at
       from public.ingested_items q
      where q.status = 'pending'
        and q.platform = 'replicate'
        and q.next_attempt_at <= p_now
-     order by q.received_at, q.id
+     order by public.replicate_webhook_sent_at(q.payload, q.received_at), q.received_at, q.id
      limit p_max_items
-     for update skip locked
+     for update of q skip locked
   ), claimed as (
     update public.ingested_items t
        set status = 'processing',
@@ -449,9 +481,10 @@ begin
            lease_token = nextval('public.queue_lease_token_seq')
       from locked
      where t.id = locked.id
-    returning t.id, t.lease_token, t.payload, t.received_at, t.attempts, t.max_attempts, t.external_id
+    returning t.id, t.lease_token, t.payload, t.received_at, locked.sent_at, t.attempts, t.max_attempts, t.external_id
   )
-  select coalesce(jsonb_agg(to_jsonb(c.*) order by c.received_at, c.id), '[]'::jsonb) into v_items from claimed c;
+  select coalesce(jsonb_agg(to_jsonb(c.*) order by c.sent_at, c.received_at, c.id), '[]'::jsonb)
+    into v_items from claimed c;
   for v_item in select * from jsonb_array_elements(v_items) loop
     perform public.queue_event('ingested_items', (v_item ->> 'id')::uuid, 'claimed',
       (v_item ->> 'lease_token')::bigint, p_worker_id,
@@ -460,6 +493,8 @@ begin
   return v_items;
 end
 $$;
+comment on function public.claim_replicate_webhooks(text, integer, integer, timestamptz) is
+  'Service only: leases pending Replicate webhooks, earliest webhook-timestamp first, then earliest arrival.';
 
 -- Who a prediction (or training) id belongs to:
 -- {"kind": "generation", "id", "user_id", "status", "finished", "model_id"},
@@ -698,6 +733,19 @@ alter table public.user_loras
 comment on column public.user_loras.training_lease_expires_at is
   'While status is uploading: until when the worker that zips the images and starts the training holds it.';
 
+-- A training remembers the pool token that created it, and when it was
+-- last heard of, so one whose webhook never comes is polled
+-- (`GET /v1/trainings/{id}`) with that token: a training belongs to one
+-- Replicate account, and another account's token is answered 404 for it,
+-- which must not be read as "lost".
+alter table public.user_loras
+  add column replicate_token_id uuid,
+  add column training_polled_at timestamptz;
+comment on column public.user_loras.replicate_token_id is
+  'The pool token the training was created with (worker-owned, like generations.replicate_token_id: no foreign key, a retired token stays retired): polls use it.';
+comment on column public.user_loras.training_polled_at is
+  'When ai-dispatch last heard of the running training, by starting it or polling it (worker-owned).';
+
 -- LoRAs waiting for a training: [{"id", "user_id", "name", "trigger_word",
 -- "training_params", "attempts", "images": [{"storage_path", "caption"}]}].
 -- Only the owner's own images under the owner's folder are handed out.
@@ -747,9 +795,15 @@ begin
 end
 $$;
 
--- The training was created at Replicate: status training, its id kept.
-create function public.start_lora_training(p_lora_id uuid, p_training_id text, p_call jsonb, p_now timestamptz default now())
-returns jsonb
+-- The training was created at Replicate: status training, its id and the
+-- token that created it kept (polls ask with it).
+create function public.start_lora_training(
+  p_lora_id uuid,
+  p_training_id text,
+  p_call jsonb,
+  p_token_id uuid default null,
+  p_now timestamptz default now()
+) returns jsonb
 language plpgsql
 set search_path = ''
 as $$
@@ -758,11 +812,59 @@ begin
     perform public.record_provider_call(p_call);
   end if;
   update public.user_loras l
-     set status = 'training', replicate_training_id = p_training_id, training_lease_expires_at = null, error = null
+     set status = 'training', replicate_training_id = p_training_id, replicate_token_id = p_token_id,
+         training_lease_expires_at = null, training_polled_at = p_now, error = null
    where l.id = p_lora_id and l.status = 'uploading';
   return jsonb_build_object('started', found);
 end
 $$;
+
+-- Trainings still running p_after_seconds after their last news (or last
+-- poll), marked polled now: [{"id", "training_id", "user_id", "token_id",
+-- "token"}], like claim_replicate_polls: "token" is the one that created
+-- the training while it is active, otherwise null (the worker then asks
+-- with the pool's next, whose 404 proves nothing).
+create function public.claim_replicate_training_polls(
+  p_worker_id text,
+  p_after_seconds integer,
+  p_max_items integer,
+  p_now timestamptz default now()
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_items jsonb;
+begin
+  if p_worker_id is null or length(p_worker_id) = 0 then
+    raise exception 'claim: p_worker_id is required' using errcode = '22023';
+  end if;
+  with due as (
+    select l.id
+      from public.user_loras l
+     where l.status = 'training'
+       and l.replicate_training_id is not null
+       and coalesce(l.training_polled_at, l.updated_at) <= p_now - make_interval(secs => greatest(p_after_seconds, 0))
+     order by coalesce(l.training_polled_at, l.updated_at), l.id
+     limit greatest(least(p_max_items, 100), 1)
+     for update skip locked
+  ), marked as (
+    update public.user_loras l
+       set training_polled_at = p_now
+      from due
+     where l.id = due.id
+    returning l.id, l.replicate_training_id, l.user_id, l.replicate_token_id
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', m.id, 'training_id', m.replicate_training_id, 'user_id', m.user_id,
+           'token_id', t.id, 'token', t.token)), '[]'::jsonb)
+    into v_items
+    from marked m
+    left join public.replicate_tokens t on t.id = m.replicate_token_id and t.is_active;
+  return v_items;
+end
+$$;
+
 
 -- Starting a training failed: back to pending (tried again next run) or,
 -- when permanent or after 3 attempts, failed and the user told.
@@ -854,6 +956,19 @@ begin
 end
 $$;
 
+-- A training Replicate does not know when asked with the token that
+-- created it: failed for good, the user told (like a 404 prediction).
+create function public.lose_replicate_training(p_training_id text, p_now timestamptz default now())
+returns jsonb
+language sql
+set search_path = ''
+as $$
+  select public.apply_replicate_training(
+    jsonb_build_object('id', p_training_id, 'status', 'failed',
+                       'error', 'Replicate has no such training (HTTP 404 when polled)'),
+    null, p_now)
+$$;
+
 -- What /status shows of Replicate: generations at Replicate and the oldest
 -- one's age, stored webhooks waiting or dead, the pool (counts only, never
 -- a token), trainings running, and the budget used in the last minute.
@@ -882,12 +997,16 @@ as $$
 $$;
 
 revoke all on function public.claim_lora_trainings(text, integer, integer, timestamptz) from public, anon, authenticated;
-revoke all on function public.start_lora_training(uuid, text, jsonb, timestamptz) from public, anon, authenticated;
+revoke all on function public.start_lora_training(uuid, text, jsonb, uuid, timestamptz) from public, anon, authenticated;
+revoke all on function public.claim_replicate_training_polls(text, integer, integer, timestamptz) from public, anon, authenticated;
+revoke all on function public.lose_replicate_training(text, timestamptz) from public, anon, authenticated;
 revoke all on function public.fail_lora_training(uuid, text, boolean, jsonb, timestamptz) from public, anon, authenticated;
 revoke all on function public.apply_replicate_training(jsonb, jsonb, timestamptz) from public, anon, authenticated;
 revoke all on function public.replicate_status(timestamptz) from public, anon, authenticated;
 grant execute on function public.claim_lora_trainings(text, integer, integer, timestamptz) to service_role;
-grant execute on function public.start_lora_training(uuid, text, jsonb, timestamptz) to service_role;
+grant execute on function public.start_lora_training(uuid, text, jsonb, uuid, timestamptz) to service_role;
+grant execute on function public.claim_replicate_training_polls(text, integer, integer, timestamptz) to service_role;
+grant execute on function public.lose_replicate_training(text, timestamptz) to service_role;
 grant execute on function public.fail_lora_training(uuid, text, boolean, jsonb, timestamptz) to service_role;
 grant execute on function public.apply_replicate_training(jsonb, jsonb, timestamptz) to service_role;
 grant execute on function public.replicate_status(timestamptz) to service_role;

@@ -9,9 +9,11 @@
 --   (the one named, only if it is the user's own; else the user's default)
 --   and the templates.
 -- * adapt_reserve_run(user, provider, model, prompt_hash, daily_limit,
---   idea_hash, now): under the user's ai_text_runs lock (the advisory lock
---   record_ai_text_run of 0003 takes), answers a stored adaptation with the
---   same idea_hash when one is given, else reserves one ai_text_runs row
+--   idea_hash, now, in_flight_seconds): under the user's ai_text_runs lock
+--   (the advisory lock record_ai_text_run of 0003 takes), answers a stored
+--   adaptation with the same idea_hash when one is given, or that an
+--   identical request is writing it now (adapt_ideas_in_flight; the caller
+--   waits), else reserves one ai_text_runs row
 --   through record_ai_text_run if the user is under the daily limit, so the
 --   limit holds however many requests arrive at once; over it, when the
 --   limit resets (the next UTC midnight).
@@ -160,8 +162,33 @@ begin
 end
 $$;
 
+-- Identical requests in flight: without a mark, two identical adapt
+-- requests at the same instant would both reach the model and pay for it
+-- (the idea_hash only dedupes once the first is stored). The first request
+-- marks its idea as being written; an identical request
+-- meanwhile is told so (`in_flight`) and waits for the stored answer
+-- instead of paying for its own. The mark goes when the adaptation is
+-- stored (a trigger), when the writer gives up (adapt_release_idea), or
+-- when it expires (a writer that died).
+
+create table public.adapt_ideas_in_flight (
+  user_id uuid not null references public.users (id) on delete cascade,
+  idea_hash text not null,
+  started_at timestamptz not null,
+  expires_at timestamptz not null,
+  primary key (user_id, idea_hash)
+);
+comment on table public.adapt_ideas_in_flight is
+  'Ideas whose adaptation a request is writing now (adapt): service-only, no client access.';
+alter table public.adapt_ideas_in_flight enable row level security;
+revoke all on table public.adapt_ideas_in_flight from anon, authenticated;
+
 -- adapt_reserve_run ------------------------------------------------------------
 
+-- The reservation: answers {"existing": row}, or
+-- {"in_flight": true, "retry_after_seconds"}, or record_ai_text_run's
+-- answer with resets_at / resets_in_seconds. p_in_flight_seconds bounds how
+-- long a mark holds (the model call's timeout, twice, and a margin).
 create function public.adapt_reserve_run(
   p_user_id uuid,
   p_provider text,
@@ -169,7 +196,8 @@ create function public.adapt_reserve_run(
   p_prompt_hash text,
   p_daily_limit integer,
   p_idea_hash text,
-  p_now timestamptz default now()
+  p_now timestamptz default now(),
+  p_in_flight_seconds integer default 180
 ) returns jsonb
 language plpgsql
 security definer
@@ -177,6 +205,7 @@ set search_path = ''
 as $$
 declare
   v_existing public.content_adaptations;
+  v_flight public.adapt_ideas_in_flight;
   v_run jsonb;
   v_resets_at timestamptz := (date_trunc('day', p_now at time zone 'UTC') + interval '1 day') at time zone 'UTC';
 begin
@@ -184,7 +213,7 @@ begin
     raise exception 'adapt_reserve_run: p_user_id is required' using errcode = '22004';
   end if;
   -- The lock record_ai_text_run takes (re-entrant within this transaction):
-  -- dedupe check, count and reservation happen as one step per user.
+  -- dedupe check, mark, count and reservation happen as one step per user.
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('ai_text_runs:' || p_user_id::text, 0));
 
   if p_idea_hash is not null then
@@ -198,14 +227,60 @@ begin
       returning a.* into v_existing;
       return jsonb_build_object('existing', public.adapt_row_json(v_existing));
     end if;
+    select f.* into v_flight from public.adapt_ideas_in_flight f
+     where f.user_id = p_user_id and f.idea_hash = p_idea_hash and f.expires_at > p_now;
+    if v_flight.user_id is not null then
+      return jsonb_build_object('in_flight', true,
+        'retry_after_seconds', greatest(1, ceil(extract(epoch from v_flight.expires_at - p_now))::integer));
+    end if;
   end if;
 
   v_run := public.record_ai_text_run(p_user_id, p_provider, p_model, p_prompt_hash, 0, 0, p_daily_limit, p_now);
+  if p_idea_hash is not null and coalesce((v_run->>'allowed')::boolean, false) then
+    insert into public.adapt_ideas_in_flight (user_id, idea_hash, started_at, expires_at)
+    values (p_user_id, p_idea_hash, p_now, p_now + make_interval(secs => least(greatest(p_in_flight_seconds, 1), 900)))
+    on conflict (user_id, idea_hash) do update
+      set started_at = excluded.started_at, expires_at = excluded.expires_at;
+  end if;
   return v_run || jsonb_build_object(
     'resets_at', to_char(v_resets_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
     'resets_in_seconds', greatest(1, ceil(extract(epoch from v_resets_at - p_now))::integer));
 end
 $$;
+
+-- The writer gave up (the model failed, refused or answered unusably): an
+-- identical request waiting, or the next one, makes its own call.
+create function public.adapt_release_idea(p_user_id uuid, p_idea_hash text)
+returns jsonb
+language sql
+security definer
+set search_path = ''
+as $$
+  with released as (
+    delete from public.adapt_ideas_in_flight f
+     where f.user_id = p_user_id and f.idea_hash = p_idea_hash
+    returning 1
+  )
+  select jsonb_build_object('released', exists (select 1 from released))
+$$;
+
+-- Stored: the mark has done its work.
+create function public.adapt_idea_stored() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if new.idea_hash is not null then
+    delete from public.adapt_ideas_in_flight f
+     where f.user_id = new.user_id and f.idea_hash = new.idea_hash;
+  end if;
+  return null;
+end
+$$;
+create trigger content_adaptations_idea_stored
+  after insert on public.content_adaptations
+  for each row execute function public.adapt_idea_stored();
 
 -- adapt_settle_run -------------------------------------------------------------
 
@@ -388,7 +463,9 @@ revoke all on function public.adapt_profile_json(public.voice_profiles) from pub
 revoke all on function public.adapt_row_json(public.content_adaptations) from public, anon, authenticated;
 revoke all on function public.adapt_pick_profile(uuid, uuid) from public, anon, authenticated;
 revoke all on function public.adapt_prepare(uuid, uuid) from public, anon, authenticated;
-revoke all on function public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz) from public, anon, authenticated;
+revoke all on function public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz, integer) from public, anon, authenticated;
+revoke all on function public.adapt_release_idea(uuid, text) from public, anon, authenticated;
+revoke all on function public.adapt_idea_stored() from public, anon, authenticated;
 revoke all on function public.adapt_settle_run(uuid, uuid, integer, integer, boolean, jsonb) from public, anon, authenticated;
 revoke all on function public.adapt_save(uuid, text, text, uuid, text, text, jsonb, boolean, timestamptz) from public, anon, authenticated;
 revoke all on function public.adapt_context(uuid, uuid) from public, anon, authenticated;
@@ -396,7 +473,9 @@ revoke all on function public.adapt_save_platform(uuid, uuid, text, jsonb) from 
 revoke all on function public.adapt_get(uuid, uuid) from public, anon, authenticated;
 
 grant execute on function public.adapt_prepare(uuid, uuid) to service_role;
-grant execute on function public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz) to service_role;
+grant execute on function public.adapt_reserve_run(uuid, text, text, text, integer, text, timestamptz, integer) to service_role;
+grant execute on function public.adapt_release_idea(uuid, text) to service_role;
+grant select, insert, update, delete on table public.adapt_ideas_in_flight to service_role;
 grant execute on function public.adapt_settle_run(uuid, uuid, integer, integer, boolean, jsonb) to service_role;
 grant execute on function public.adapt_save(uuid, text, text, uuid, text, text, jsonb, boolean, timestamptz) to service_role;
 grant execute on function public.adapt_context(uuid, uuid) to service_role;

@@ -10,7 +10,7 @@
 //! the same transaction, fenced by the lease token. So two workers never
 //! spend the same rotating refresh token, and a rotated token is stored
 //! before anything uses it. A worker that stalled past its lease offers its
-//! rotated tokens once more (`keep_tokens_of_lost_lease`, 0031): they are
+//! rotated tokens once more (`keep_tokens_of_lost_lease`, 0022): they are
 //! kept when nobody saved others since its claim.
 //!
 //! Outcomes are never confused: a platform outage (timeout, 5xx, 429) keeps
@@ -51,7 +51,7 @@ pub const FINISH_TOKEN_ROTATION: SqlCall = SqlCall {
 
 /// Offers the rotated tokens of a worker whose lease ran out (`$1`
 /// account, `$2` the result it tried to finish with, `$3` now): kept when
-/// nobody saved others since its claim (migration 0031).
+/// nobody saved others since its claim (migration 0022).
 pub const KEEP_TOKENS_OF_LOST_LEASE: SqlCall = SqlCall {
     name: "keep_tokens_of_lost_lease",
     sql: "select public.keep_tokens_of_lost_lease($1::uuid, $2::jsonb, $3::text::timestamptz) as kept",

@@ -1,7 +1,7 @@
 -- 17_replicate_webhook_order.sql: stored Replicate webhooks are claimed in
 -- the order Replicate sent them (the verified webhook-timestamp the receiver
 -- keeps in the payload as `webhook_timestamp`), then by arrival; an item
--- without it counts as sent when it arrived (issue 15, migration 0028).
+-- without it counts as sent when it arrived (issue 15, migration 0023).
 -- Times are in 2031 (injected p_now) so nothing else is due.
 begin;
 set local client_min_messages = warning;

@@ -1,5 +1,5 @@
 -- 18_connect_secret_replaced.sql: a Bluesky account reconnected or deleted
--- leaves no Vault secret of connect's behind (migration 0029); secrets a user
+-- leaves no Vault secret of connect's behind (migration 0021); secrets a user
 -- made and linked themselves stay theirs.
 begin;
 set local client_min_messages = warning;

@@ -1,7 +1,7 @@
 -- 19_replicate_training_polls.sql: LoRA trainings whose webhook never came
 -- are handed out for polling once per interval, with the token that made
 -- them (none once it is retired), and a training Replicate
--- does not know fails and tells its owner (migration 0030).
+-- does not know fails and tells its owner (migration 0023).
 begin;
 set local client_min_messages = warning;
 create extension if not exists pgtap;

@@ -1,6 +1,6 @@
 -- 20_keep_tokens_of_lost_lease.sql: a token-rotation worker whose lease ran
 -- out after the platform rotated the tokens keeps them when nobody saved
--- others since its claim, and never overwrites newer ones (migration 0031).
+-- others since its claim, and never overwrites newer ones (migration 0022).
 -- Times are in 2032 (injected p_now).
 begin;
 set local client_min_messages = warning;

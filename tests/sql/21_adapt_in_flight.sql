@@ -1,6 +1,6 @@
 -- 21_adapt_in_flight.sql: an idea being adapted is marked so an identical
 -- request waits for its answer instead of paying for a second model call
--- (issue 16, migration 0032); the mark goes when the adaptation is stored,
+-- (issue 16, migration 0025); the mark goes when the adaptation is stored,
 -- when the writer gives up, or when it expires. Times are injected (2030).
 begin;
 set local client_min_messages = warning;

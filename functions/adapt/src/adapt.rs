@@ -3,7 +3,7 @@
 //! within the daily limit before it is made, settled with its usage tokens
 //! after, and logged in `api_logs`. While a request writes an idea, an
 //! identical request waits for its answer instead of paying for a second
-//! call (migration 0032).
+//! call (`adapt_ideas_in_flight`, migration 0025).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -91,7 +91,7 @@ struct Progress {
     /// Time spent waiting for the model (or for an identical request's
     /// answer).
     waited: Cell<Duration>,
-    /// Whether this request marked its idea as being written (0032).
+    /// Whether this request marked its idea as being written.
     marked: Cell<bool>,
 }
 

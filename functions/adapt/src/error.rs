@@ -58,7 +58,7 @@ pub enum AdaptError {
     #[error("{0}")]
     Refused(String),
     /// An identical request has been writing this idea for longer than its
-    /// model calls may take (409 with `Retry-After`; migration 0032).
+    /// model calls may take (409 with `Retry-After`).
     #[error("an identical request is still writing this idea; ask again in {retry_after} s")]
     StillWriting {
         /// Seconds until that request's mark expires at the latest.

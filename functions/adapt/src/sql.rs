@@ -1,4 +1,4 @@
-//! The SQL calls of this component (migrations 0025 and 0032). Each returns one
+//! The SQL calls of this component (migration 0025). Each returns one
 //! `jsonb` value and takes the acting user, whose ownership the SQL
 //! function re-checks.
 
@@ -13,7 +13,7 @@ pub const ADAPT_PREPARE: SqlCall = SqlCall {
 /// A stored twin (by `$6` idea hash, when given), word that an identical
 /// request is writing it now, or one reserved `ai_text_runs` row within the
 /// daily limit (which marks the idea as being written for at most `$7`
-/// seconds; migration 0032): `$1` user, `$2` provider, `$3` model, `$4`
+/// seconds): `$1` user, `$2` provider, `$3` model, `$4`
 /// prompt hash, `$5` daily limit, `$6` idea hash or null.
 pub const ADAPT_RESERVE_RUN: SqlCall = SqlCall {
     name: "adapt_reserve_run",

@@ -157,7 +157,7 @@ fn single_entry_account(value: &Value) -> Option<String> {
 
 /// The key under which a Replicate item's payload keeps the verified
 /// `webhook-timestamp` (Unix seconds): ai-dispatch applies stored webhooks in
-/// its order (`claim_replicate_webhooks`, migration 0028). Replicate's
+/// its order (`claim_replicate_webhooks`, migration 0023). Replicate's
 /// prediction and training objects have no such field.
 pub const WEBHOOK_TIMESTAMP_KEY: &str = "webhook_timestamp";
 

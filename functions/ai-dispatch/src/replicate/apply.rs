@@ -1,7 +1,7 @@
 //! Replicate's news applied to generations: the webhooks the receiver
 //! stored (`ingested_items`, platform `replicate`, one per `webhook-id`)
-//! in order of `webhook-timestamp`, then arrival (migration 0028), and polls
-//! (`GET /v1/predictions/{id}`, `GET /v1/trainings/{id}`, 0030) of
+//! in order of `webhook-timestamp`, then arrival (migration 0023), and polls
+//! (`GET /v1/predictions/{id}`, `GET /v1/trainings/{id}`, 0023) of
 //! predictions and trainings whose webhook never came.
 //!
 //! Order does not matter for correctness: `apply_replicate_prediction` is
@@ -356,7 +356,7 @@ pub fn run_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error
 }
 
 /// Polls running LoRA trainings with no news for `poll_after_seconds`
-/// (migration 0030): a lost training webhook never leaves a LoRA
+/// (migration 0023): a lost training webhook never leaves a LoRA
 /// `training` forever. Their answers go the way of a webhook's.
 pub fn run_training_polls(ctx: &Context<'_>) -> Result<BTreeMap<&'static str, u32>, Error> {
     poll_due(

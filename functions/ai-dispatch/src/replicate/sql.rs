@@ -1,4 +1,4 @@
-//! The SQL calls of Replicate's work (migrations 0009, 0017, 0020, 0023, 0030),
+//! The SQL calls of Replicate's work (migrations 0009, 0017, 0020, 0023),
 //! each one named function answering one `jsonb` value.
 
 use shared::sql::SqlCall;
@@ -126,20 +126,20 @@ pub const CLAIM_LORA_TRAININGS: SqlCall = SqlCall {
 };
 
 /// The training was created (`$1` LoRA id, `$2` training id, `$3` call,
-/// `$4` the pool token that created it; migration 0030).
+/// `$4` the pool token that created it).
 pub const START_LORA_TRAINING: SqlCall = SqlCall {
     name: "start_lora_training",
     sql: "select public.start_lora_training($1::uuid, $2::text, $3::jsonb, $4::uuid) as answer",
 };
 
 /// Running trainings to poll, each with the token that created it or the
-/// pool's next (`$1` worker, `$2` seconds without news, `$3` max; 0030).
+/// pool's next (`$1` worker, `$2` seconds without news, `$3` max).
 pub const CLAIM_REPLICATE_TRAINING_POLLS: SqlCall = SqlCall {
     name: "claim_replicate_training_polls",
     sql: "select public.claim_replicate_training_polls($1::text, $2::integer, $3::integer) as items",
 };
 
-/// Fails a training Replicate does not know (`$1` training id; 0030).
+/// Fails a training Replicate does not know (`$1` training id).
 pub const LOSE_REPLICATE_TRAINING: SqlCall = SqlCall {
     name: "lose_replicate_training",
     sql: "select public.lose_replicate_training($1::text) as answer",
