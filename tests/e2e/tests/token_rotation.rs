@@ -111,6 +111,34 @@ async fn add_account(
         .get(0)
 }
 
+/// A verified Strava account of `user` for the fake's athlete `athlete`,
+/// its tokens (sealed under `k1`) ending `expires_in` from now: the row's
+/// id and the plain tokens.
+async fn strava_account(
+    strava: &FakeStrava,
+    client: &Client,
+    user: Uuid,
+    athlete: u64,
+    expires_in: Duration,
+) -> (Uuid, fake_strava::StravaTokens) {
+    let expires_at = Utc::now() + expires_in;
+    let tokens = strava.add_athlete_expiring(athlete, expires_at.timestamp());
+    let id = add_account(
+        client,
+        user,
+        "strava",
+        &athlete.to_string(),
+        (
+            seal(&tokens.access_token),
+            Some(seal(&tokens.refresh_token)),
+        ),
+        "k1",
+        expires_at,
+    )
+    .await;
+    (id, tokens)
+}
+
 async fn account(client: &Client, id: Uuid) -> Value {
     client
         .query_one(
@@ -341,20 +369,7 @@ async fn a_platform_outage_keeps_the_account_active_and_retries_after_a_backoff(
     let db = TestDb::new().await.unwrap();
     let client = db.connect().await.unwrap();
     let user = create_user(&client).await;
-    let tokens = strava.add_athlete_expiring(7, (Utc::now() + Duration::minutes(30)).timestamp());
-    let id = add_account(
-        &client,
-        user,
-        "strava",
-        "7",
-        (
-            seal(&tokens.access_token),
-            Some(seal(&tokens.refresh_token)),
-        ),
-        "k1",
-        Utc::now() + Duration::minutes(30),
-    )
-    .await;
+    let (id, tokens) = strava_account(&strava, &client, user, 7, Duration::minutes(30)).await;
     strava.fail_next(1, fake_strava::Fault::status(503).on_path("/oauth/token"));
     let app = start(
         &db,
@@ -448,21 +463,8 @@ async fn a_refused_grant_expires_the_account_notifies_its_user_and_stops() {
     )
     .await;
     // Strava: the athlete revoked the app.
-    let tokens = strava.add_athlete_expiring(8, (Utc::now() + Duration::minutes(5)).timestamp());
+    let (strava_id, tokens) = strava_account(&strava, &client, user, 8, Duration::minutes(5)).await;
     strava.revoke(8);
-    let strava_id = add_account(
-        &client,
-        user,
-        "strava",
-        "8",
-        (
-            seal(&tokens.access_token),
-            Some(seal(&tokens.refresh_token)),
-        ),
-        "k1",
-        Utc::now() + Duration::minutes(5),
-    )
-    .await;
     let app = start(
         &db,
         Platforms {
@@ -600,20 +602,7 @@ async fn an_account_leased_by_another_refresher_is_left_alone() {
     let db = TestDb::new().await.unwrap();
     let client = db.connect().await.unwrap();
     let user = create_user(&client).await;
-    let tokens = strava.add_athlete_expiring(9, (Utc::now() + Duration::minutes(5)).timestamp());
-    let id = add_account(
-        &client,
-        user,
-        "strava",
-        "9",
-        (
-            seal(&tokens.access_token),
-            Some(seal(&tokens.refresh_token)),
-        ),
-        "k1",
-        Utc::now() + Duration::minutes(5),
-    )
-    .await;
+    let (id, tokens) = strava_account(&strava, &client, user, 9, Duration::minutes(5)).await;
     // Ingest (say) is refreshing this account right now.
     let claim: Value = client
         .query_one(
